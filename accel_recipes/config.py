@@ -1,0 +1,330 @@
+"""Recipe arguments: one dataclass, a YAML recipe for defaults, the command line on top.
+
+Field names follow transformers' ``TrainingArguments`` and the Hugging Face example scripts wherever the
+meaning is the same, so a user who knows those knows these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or command-line value that cannot be used; the message says which and what to do."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class RecipeArguments:
+    # ---- Model arguments -------------------------------------------------------------------------------------
+    model_name_or_path: str = field(
+        default="resnet50",
+        metadata=_help(
+            "timm architecture or Hub id (resnet50, timm/vit_base_patch16_224.augreg_in21k), transformers "
+            "checkpoint (google/vit-base-patch16-224-in21k), or a local folder holding either's config.json"
+        ),
+    )
+    model_library: Literal["auto", "timm", "transformers"] = field(
+        default="auto", metadata=_help("which library builds the backbone; auto decides from the name")
+    )
+    pretrained: bool = field(default=False, metadata=_help("start from the checkpoint's pretrained weights"))
+    small_image_stem: Literal["auto", "true", "false"] = field(
+        default="auto",
+        metadata=_help(
+            "ResNet only: 3x3 stride-1 first conv and no max-pool, for small images trained from scratch; "
+            "auto turns it on when training from scratch at 64 px or less"
+        ),
+    )
+    patch_size: int | None = field(
+        default=None,
+        metadata=_help("ViT only, from scratch: patch size (default 4 at 32 px or less, else the model's)"),
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "input size fed to the backbone; default: the dataset's native size from scratch, "
+            "the backbone's pretrained size when pretrained"
+        ),
+    )
+    drop_path_rate: float = field(default=0.0, metadata=_help("stochastic depth rate, where the backbone has it"))
+    cache_dir: str | None = field(default=None, metadata=_help("where Hub downloads are cached"))
+    trust_remote_code: bool = field(default=False, metadata=_help("allow code from the Hub to run; off by default"))
+
+    # ---- Data arguments --------------------------------------------------------------------------------------
+    dataset_name: str = field(
+        default="uoft-cs/cifar10",
+        metadata=_help(
+            "Hub dataset id, or a local path: image folder, save_to_disk folder, parquet file(s), CIFAR python "
+            "batches (cifar-10-batches-py, cifar-100-python) or an IDX folder (MNIST family)"
+        ),
+    )
+    dataset_config_name: str | None = field(default=None, metadata=_help("the Hub dataset's configuration"))
+    image_column_name: str | None = field(default=None, metadata=_help("image column; detected when unset"))
+    label_column_name: str | None = field(default=None, metadata=_help("label column; detected when unset"))
+    train_split_name: str = field(default="train", metadata=_help("split to train on"))
+    validation_split_name: str | None = field(
+        default=None, metadata=_help("validation split; detected (validation/valid/val), else held out of train")
+    )
+    test_split_name: str | None = field(
+        default=None, metadata=_help("test split, used only for the final evaluation; detected (test) when unset")
+    )
+    validation_split_percentage: float = field(
+        default=10.0, metadata=_help("percent of train held out (seeded) when the dataset has no validation split")
+    )
+    max_train_samples: int | None = field(default=None, metadata=_help("truncate the training set (debugging)"))
+    max_eval_samples: int | None = field(default=None, metadata=_help("truncate validation and test sets"))
+    augmentation: Literal["auto", "crop_flip", "resized_crop", "none"] = field(
+        default="auto",
+        metadata=_help(
+            "crop_flip: random crop with reflect padding + flip at native size; resized_crop: random-resized "
+            "crop + flip at the backbone's size; auto: crop_flip from scratch at native size, else resized_crop"
+        ),
+    )
+    crop_padding: int = field(default=4, metadata=_help("reflect padding of the crop_flip augmentation"))
+
+    # ---- Training arguments ----------------------------------------------------------------------------------
+    output_dir: str = field(default="runs/cifar10-resnet50", metadata=_help("where everything of the run goes"))
+    overwrite_output_dir: bool = field(default=False, metadata=_help("allow writing into a non-empty output_dir"))
+    seed: int = field(default=42, metadata=_help("seed for weights, data order and augmentation"))
+    num_train_epochs: float = field(default=30.0, metadata=_help("epochs to train (ignored when max_steps > 0)"))
+    max_steps: int = field(default=-1, metadata=_help("optimizer updates to train; -1: from num_train_epochs"))
+    per_device_train_batch_size: int = field(default=128, metadata=_help("micro-batch per process"))
+    per_device_eval_batch_size: int = field(default=256, metadata=_help("evaluation batch per process"))
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("micro-batches per optimizer update (effective batch = micro x steps x processes)")
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="no", metadata=_help("fp16 uses dynamic loss scaling; bf16 needs none")
+    )
+    tf32: bool = field(default=True, metadata=_help("allow TF32 matmuls/convolutions on Ampere+ GPUs in fp32"))
+    optim: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("SGD with Nesterov momentum, or AdamW"))
+    learning_rate: float = field(default=0.1, metadata=_help("peak learning rate"))
+    weight_decay: float = field(default=5e-4, metadata=_help("decoupled for AdamW, L2 for SGD; not on norms/biases"))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum (Nesterov)"))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
+    adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
+    lr_scheduler_type: Literal["cosine", "one_cycle", "linear", "constant"] = field(
+        default="cosine", metadata=_help("schedule over optimizer updates, after warmup")
+    )
+    warmup_ratio: float = field(default=0.0, metadata=_help("fraction of updates spent warming up"))
+    warmup_steps: int = field(default=0, metadata=_help("updates spent warming up (wins over warmup_ratio)"))
+    label_smoothing_factor: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
+    max_grad_norm: float = field(default=0.0, metadata=_help("clip the gradient norm to this; 0 turns it off"))
+    dataloader_pin_memory: bool = field(default=True, metadata=_help("page-locked host batches, non-blocking copies"))
+    dataloader_num_workers: int = field(default=0, metadata=_help("loader worker processes"))
+    dataloader_persistent_workers: bool = field(default=True, metadata=_help("keep workers alive across epochs"))
+    dataloader_prefetch_factor: int | None = field(default=None, metadata=_help("batches each worker prefetches"))
+    eval_strategy: Literal["epoch", "steps", "no"] = field(default="epoch", metadata=_help("when to evaluate"))
+    eval_steps: int | None = field(default=None, metadata=_help("evaluate every this many updates (steps)"))
+    save_strategy: Literal["epoch", "steps", "no"] = field(default="epoch", metadata=_help("when to checkpoint"))
+    save_steps: int | None = field(default=None, metadata=_help("checkpoint every this many updates (steps)"))
+    save_total_limit: int | None = field(
+        default=2, metadata=_help("checkpoints kept (the best is always kept too); None keeps all")
+    )
+    metric_for_best_model: Literal["accuracy", "f1", "loss"] = field(
+        default="accuracy", metadata=_help("validation metric that picks the best checkpoint")
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata=_help("evaluate on test and export the best checkpoint, not the last")
+    )
+    logging_steps: int = field(default=50, metadata=_help("log the training loss every this many updates"))
+    report_to: str = field(
+        default="none", metadata=_help("tensorboard, trackio, wandb, all or none (comma-separated)")
+    )
+    run_name: str | None = field(default=None, metadata=_help("name shown by trackers; defaults to output_dir"))
+    disable_tqdm: bool = field(default=False, metadata=_help("hide the progress bar"))
+
+    @property
+    def effective_small_image_stem(self) -> bool | None:
+        """True/False when forced; None means decide from the image size and ``pretrained``."""
+        return {"auto": None, "true": True, "false": False}[self.small_image_stem]
+
+    def report_targets(self) -> list[str]:
+        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        return [] if names in ([], ["none"]) else names
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RecipeArguments)}
+_TYPE_HINTS = typing.get_type_hints(RecipeArguments)
+_SECTIONS = (
+    ("# Model arguments", "model_name_or_path"),
+    ("# Data arguments", "dataset_name"),
+    ("# Training arguments", "output_dir"),
+)
+
+
+def _closest(name: str) -> str:
+    match = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else "; see `recipes/train.py --help` for the valid keys"
+
+
+def _unknown_key_error(name: str, where: str) -> ConfigError:
+    return ConfigError(f"unknown key '{name}' in {where}{_closest(name)}")
+
+
+def _coerce_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "yes", "1", "on"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"false", "no", "0", "off"}:
+        return False
+    raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise a ConfigError naming the key."""
+    hint = _TYPE_HINTS[name]
+    options = get_args(hint)
+    optional = get_origin(hint) in (typing.Union, types.UnionType) and type(None) in options
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            return None
+        hint = next(option for option in options if option is not type(None))
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if text not in choices:
+            raise ConfigError(f"'{name}' must be one of {list(choices)}, got {value!r}")
+        return text
+    if hint is bool:
+        return _coerce_bool(name, value)
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"'{name}' must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"field {name} has an unsupported type {hint}")  # a bug in this module, not user input
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML: a flat mapping of field names to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file '{path}' does not exist; pass --config with a path to a YAML recipe")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe file '{path}' is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe file '{path}' must hold a mapping of field: value, got {type(data).__name__}")
+    for key in data:
+        if key not in FIELDS:
+            raise _unknown_key_error(str(key), f"recipe '{path}'")
+    return data
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an image classifier with Accelerate.",
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="YAML recipe whose values become the defaults")
+    for name, spec in FIELDS.items():
+        hint = _TYPE_HINTS[name]
+        choices = get_args(hint) if get_origin(hint) is Literal else None
+        default = spec.default
+        help_text = f"{spec.metadata.get('help', '')} (default: {default})"
+        if choices:
+            help_text += f" {{{', '.join(choices)}}}"
+        parser.add_argument(f"--{name}", metavar="VALUE", help=help_text)
+    return parser
+
+
+def validate(args: RecipeArguments) -> None:
+    """Cross-field checks; each error names the value and what to do."""
+    positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"'{name}' must be at least 1, got {getattr(args, name)}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ConfigError(f"'max_steps' must be -1 (use num_train_epochs) or positive, got {args.max_steps}")
+    if args.max_steps == -1 and args.num_train_epochs <= 0:
+        raise ConfigError(f"'num_train_epochs' must be positive, got {args.num_train_epochs}; or set max_steps")
+    if args.learning_rate <= 0:
+        raise ConfigError(f"'learning_rate' must be positive, got {args.learning_rate}")
+    if not 0 <= args.validation_split_percentage < 100:
+        raise ConfigError(
+            f"'validation_split_percentage' must be in [0, 100), got {args.validation_split_percentage}"
+        )
+    if not 0 <= args.warmup_ratio < 1:
+        raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {args.warmup_ratio}")
+    if not 0 <= args.label_smoothing_factor < 1:
+        raise ConfigError(f"'label_smoothing_factor' must be in [0, 1), got {args.label_smoothing_factor}")
+    if args.dataloader_num_workers < 0:
+        raise ConfigError(f"'dataloader_num_workers' must be 0 or more, got {args.dataloader_num_workers}")
+    for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
+        if getattr(args, strategy) == "steps" and not getattr(args, steps):
+            raise ConfigError(f"'{strategy}: steps' needs '{steps}' set to a positive number of updates")
+    if args.save_total_limit is not None and args.save_total_limit < 1:
+        raise ConfigError(f"'save_total_limit' must be at least 1 or None, got {args.save_total_limit}")
+    known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
+    for tracker in args.report_targets():
+        if tracker not in known_trackers:
+            raise ConfigError(f"'report_to' got unknown tracker {tracker!r}; use one of {sorted(known_trackers)}")
+
+
+def parse_args(argv: list[str] | None = None) -> RecipeArguments:
+    """``--config recipe.yaml`` sets the defaults; every ``--field value`` on the command line wins."""
+    parser = _build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    for token in unknown:
+        if token.startswith("--"):
+            raise _unknown_key_error(token[2:].split("=")[0], "the command line")
+        raise ConfigError(f"unexpected argument {token!r} on the command line; flags take the form --name value")
+    given = vars(namespace)
+    values: dict[str, Any] = load_recipe(given.pop("config")) if "config" in given else {}
+    values.update(given)
+    return make_args(values)
+
+
+def make_args(values: dict[str, Any]) -> RecipeArguments:
+    """Build validated arguments from a mapping of field names (YAML or CLI strings) to values."""
+    for key in values:
+        if key not in FIELDS:
+            raise _unknown_key_error(key, "the arguments")
+    args = RecipeArguments(**{key: coerce(key, value) for key, value in values.items()})
+    validate(args)
+    return args
+
+
+def dump_config(args: RecipeArguments, path: str | Path) -> None:
+    """Write every resolved field, grouped like a recipe, so ``--config path`` reruns the run."""
+    data = args.to_dict()
+    lines = []
+    starts = {first: title for title, first in _SECTIONS}
+    for name, value in data.items():
+        if name in starts:
+            lines.append(("\n" if lines else "") + starts[name])
+        lines.append(yaml.safe_dump({name: value}, default_flow_style=False, width=1000).strip())
+    Path(path).write_text("\n".join(lines) + "\n")
