@@ -105,8 +105,12 @@ class RecipeArguments:
     gradient_accumulation_steps: int = field(
         default=1, metadata=_help("micro-batches per optimizer update (effective batch = micro x steps x processes)")
     )
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(
-        default="no", metadata=_help("fp16 uses dynamic loss scaling; bf16 needs none")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
+        default=None,
+        metadata=_help(
+            "no, fp16 (autocast with dynamic loss scaling) or bf16 (autocast, no scaling needed); "
+            "unset: what `accelerate launch` was configured with"
+        ),
     )
     tf32: bool = field(default=True, metadata=_help("allow TF32 matmuls/convolutions on Ampere+ GPUs in fp32"))
     optim: Literal["sgd", "adamw"] = field(default="sgd", metadata=_help("SGD with Nesterov momentum, or AdamW"))
@@ -141,9 +145,7 @@ class RecipeArguments:
         default=True, metadata=_help("evaluate on test and export the best checkpoint, not the last")
     )
     logging_steps: int = field(default=50, metadata=_help("log the training loss every this many updates"))
-    report_to: str = field(
-        default="none", metadata=_help("tensorboard, trackio, wandb, all or none (comma-separated)")
-    )
+    report_to: str = field(default="none", metadata=_help("tensorboard, trackio, wandb, all or none (comma-separated)"))
     run_name: str | None = field(default=None, metadata=_help("name shown by trackers; defaults to output_dir"))
     disable_tqdm: bool = field(default=False, metadata=_help("hide the progress bar"))
 
@@ -274,9 +276,7 @@ def validate(args: RecipeArguments) -> None:
     if args.learning_rate <= 0:
         raise ConfigError(f"'learning_rate' must be positive, got {args.learning_rate}")
     if not 0 <= args.validation_split_percentage < 100:
-        raise ConfigError(
-            f"'validation_split_percentage' must be in [0, 100), got {args.validation_split_percentage}"
-        )
+        raise ConfigError(f"'validation_split_percentage' must be in [0, 100), got {args.validation_split_percentage}")
     if not 0 <= args.warmup_ratio < 1:
         raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {args.warmup_ratio}")
     if not 0 <= args.label_smoothing_factor < 1:

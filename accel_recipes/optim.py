@@ -1,0 +1,58 @@
+"""Optimizer and learning-rate schedule factories; schedules count optimizer updates, not micro-batches."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+from accel_recipes.config import RecipeArguments
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: biases and normalisation parameters (all 1-D tensors) get none."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def create_optimizer(args: RecipeArguments, model: torch.nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, args.weight_decay)
+    if args.optim == "sgd":
+        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum, nesterov=args.momentum > 0)
+    return torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
+
+
+def warmup_updates(args: RecipeArguments, total_updates: int) -> int:
+    if args.warmup_steps > 0:
+        return min(args.warmup_steps, total_updates)
+    return math.ceil(args.warmup_ratio * total_updates)
+
+
+def create_scheduler(args: RecipeArguments, optimizer: torch.optim.Optimizer, total_updates: int) -> LRScheduler:
+    """Linear warmup, then cosine / linear decay to zero, or constant; ``one_cycle`` is torch's OneCycleLR
+    (the paper's ResNet schedule) with the warmup as its rising phase (30% when no warmup is set)."""
+    warmup = warmup_updates(args, total_updates)
+    if args.lr_scheduler_type == "one_cycle":
+        rising = warmup / total_updates if warmup else 0.3
+        return OneCycleLR(optimizer, max_lr=args.learning_rate, total_steps=total_updates, pct_start=rising)
+
+    def multiplier(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / (warmup + 1)
+        if args.lr_scheduler_type == "constant":
+            return 1.0
+        progress = (update - warmup) / max(1, total_updates - warmup)
+        if args.lr_scheduler_type == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, multiplier)

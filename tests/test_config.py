@@ -1,0 +1,97 @@
+"""Recipe arguments: YAML defaults, CLI overrides, strict keys, typed values, a dump that reruns."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from accel_recipes.config import ConfigError, RecipeArguments, dump_config, load_recipe, parse_args
+
+RECIPES = sorted(Path(__file__).resolve().parents[1].glob("recipes/**/*.yaml"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_yaml_sets_defaults_and_cli_wins(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "learning_rate: 0.5\ngradient_accumulation_steps: 2\nmixed_precision: bf16\n")
+    args = parse_args(["--config", str(recipe), "--gradient_accumulation_steps", "4"])
+    assert args.learning_rate == 0.5
+    assert args.gradient_accumulation_steps == 4
+    assert args.mixed_precision == "bf16"
+    assert args.per_device_train_batch_size == RecipeArguments().per_device_train_batch_size
+
+
+def test_unknown_yaml_key_names_the_closest_valid_key(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat'.*did you mean 'learning_rate'"):
+        parse_args(["--config", str(recipe)])
+
+
+def test_unknown_cli_flag_names_the_closest_valid_key():
+    with pytest.raises(ConfigError, match="'gradient_accumulation_step'.*did you mean 'gradient_accumulation_steps'"):
+        parse_args(["--gradient_accumulation_step", "2"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--per_device_train_batch_size", "big", "must be an integer, got 'big'"),
+        ("--learning_rate", "fast", "must be a number"),
+        ("--dataloader_pin_memory", "maybe", "must be true or false"),
+        ("--mixed_precision", "fp8", r"must be one of \['no', 'fp16', 'bf16'\]"),
+        ("--gradient_accumulation_steps", "0", "must be at least 1"),
+        ("--report_to", "mlflow", "unknown tracker"),
+    ],
+)
+def test_bad_values_name_the_key_and_value(flag, value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args([flag, value])
+
+
+def test_yaml_value_of_wrong_type_names_the_key(tmp_path):
+    recipe = write(tmp_path / "r.yaml", "num_train_epochs: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'num_train_epochs' must be a number"):
+        parse_args(["--config", str(recipe)])
+
+
+def test_booleans_and_none_parse_from_text():
+    args = parse_args(["--dataloader_pin_memory", "false", "--save_total_limit", "None", "--pretrained", "true"])
+    assert args.dataloader_pin_memory is False
+    assert args.save_total_limit is None
+    assert args.pretrained is True
+
+
+def test_steps_strategy_needs_its_steps():
+    with pytest.raises(ConfigError, match="'eval_strategy: steps' needs 'eval_steps'"):
+        parse_args(["--eval_strategy", "steps"])
+
+
+def test_missing_recipe_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_args(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_dumped_config_reruns_to_the_same_arguments(tmp_path):
+    args = parse_args(["--learning_rate", "0.03", "--image_size", "64", "--report_to", "tensorboard"])
+    dump_config(args, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "# Model arguments" in text and "# Training arguments" in text
+    assert parse_args(["--config", str(tmp_path / "config.yaml")]) == args
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_shipped_recipe_parses(recipe):
+    values = load_recipe(recipe)
+    args = parse_args(["--config", str(recipe)])
+    assert args.output_dir == values["output_dir"]
+    assert yaml.safe_load(recipe.read_text()) == values
+
+
+def test_shipped_recipes_exist():
+    names = {f"{path.parent.name}/{path.stem}" for path in RECIPES}
+    for dataset in ("cifar10", "cifar100"):
+        for model in ("resnet50", "vit", "efficientnet"):
+            assert f"{dataset}/{model}" in names
