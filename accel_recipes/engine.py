@@ -10,6 +10,7 @@ epoch, as timm's does), which keeps every micro-batch the same size on every pro
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
     """One Accelerator per run. On a CPU, fp16 gets torch's CPU autocast and GradScaler, which Accelerate
     leaves off, so the fp16 path (loss scaling, skipped steps) is the same code on every device."""
     accelerator = Accelerator(
+        cpu=_multi_process_without_accelerator(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=_trackers(args),
@@ -62,6 +64,13 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
         torch.backends.cudnn.allow_tf32 = args.tf32
         torch.backends.cudnn.benchmark = True
     return accelerator
+
+
+def _multi_process_without_accelerator() -> bool:
+    """`accelerate launch --multi_gpu --num_processes N` on a machine with no GPU: run N CPU processes over gloo
+    (Accelerate would otherwise start N independent single-process runs)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return world_size > 1 and not torch.accelerator.is_available()
 
 
 def _trackers(args: RecipeArguments) -> list[str] | str | None:

@@ -49,7 +49,7 @@ def _epoch_means(records: list[dict[str, Any]], key: str) -> tuple[list[float], 
 def plot_learning_curves(metrics_path: Path, output_path: Path) -> Path | None:
     """Training and validation loss and validation accuracy against epochs, as the paper's figures show them."""
     records = read_metrics(metrics_path)
-    evals = [record for record in records if "eval_loss" in record]
+    evals = [record for record in records if "eval_loss" in record and not record.get("final")]
     if not records:
         return None
     import matplotlib

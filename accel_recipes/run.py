@@ -1,6 +1,6 @@
 """One training run from arguments to a finished output_dir: the body of ``recipes/train.py``.
 
-    YAML + CLI -> RecipeArguments -> build_data -> build_model -> engine.fit -> results, plots, model folder
+YAML + CLI -> RecipeArguments -> build_data -> build_model -> engine.fit -> results, plots, model folder
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, TensorDataset
 
-from accel_recipes.config import make_args
 from accel_recipes.accumulation import TrainingPlan, accumulation_weight
+from accel_recipes.config import make_args
 
 
 def make_problem(num_micro_batches: int, batch_size: int = 4):
@@ -88,7 +88,9 @@ def test_dividing_every_micro_batch_by_k_would_be_wrong_for_a_partial_window():
                 accelerator.backward(F.cross_entropy(naive(x), y))
                 optimizer.step()
                 optimizer.zero_grad()
-    difference = max((a - b).abs().max().item() for a, b in zip(naive.parameters(), reference.parameters()))
+    difference = max(
+        (a - b).abs().max().item() for a, b in zip(naive.parameters(), reference.parameters(), strict=True)
+    )
     assert difference > 1e-3
 
 

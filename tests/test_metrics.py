@@ -16,7 +16,9 @@ def test_accuracy_and_macro_f1_match_scikit_learn(seed):
     accumulator = MetricAccumulator(num_classes=7)
     for start in range(0, 500, 64):  # in batches, as evaluation adds them
         chunk = slice(start, start + 64)
-        accumulator.update(torch.tensor(predictions[chunk]), torch.tensor(labels[chunk]), torch.ones(len(labels[chunk])))
+        accumulator.update(
+            torch.tensor(predictions[chunk]), torch.tensor(labels[chunk]), torch.ones(len(labels[chunk]))
+        )
     metrics = accumulator.compute("eval")
     assert metrics["eval_accuracy"] == pytest.approx(accuracy_score(labels, predictions))
     assert metrics["eval_f1"] == pytest.approx(f1_score(labels, predictions, average="macro", labels=range(7)))

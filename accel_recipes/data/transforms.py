@@ -1,0 +1,126 @@
+"""Per-sample transforms: PIL image in, uint8 CHW RGB tensor of the model's input size out.
+
+No float conversion and no normalisation here: batches stay uint8 (4x less to pin and copy), and the training engine
+normalises on the device as ``(x / 255 - mean) / std``. Randomness comes from torch's generator, which the
+DataLoader seeds per worker, so augmentation is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import RandomResizedCrop
+
+from .errors import DataError
+
+AUGMENTATIONS = ("crop_flip", "resized_crop", "none")
+RESIZED_CROP_SCALE = (0.35, 1.0)
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resolve_augmentation(args, pretrained: bool, input_size: int, native_size: int) -> str:
+    """``args.augmentation``, with ``auto`` made concrete: crop_flip when training from scratch at the images'
+    native size (the CIFAR recipe), else resized_crop (pretrained backbones, or images resized to the input)."""
+    choice = args.augmentation
+    if choice == "auto":
+        return "crop_flip" if input_size == native_size and not pretrained else "resized_crop"
+    if choice not in AUGMENTATIONS:
+        raise DataError(f"augmentation must be one of {['auto', *AUGMENTATIONS]}, got {choice!r}")
+    return choice
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, RGBA, palette, CMYK... images as RGB (alpha is dropped, not composited)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _flip(image: Image.Image) -> Image.Image:
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if torch.rand(1).item() < 0.5 else image
+
+
+def _to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+@dataclass
+class ImageTransform:
+    """The transform ``make_transform`` builds; a plain picklable object so loader workers can use it."""
+
+    train: bool
+    augmentation: str
+    input_size: int
+    native_size: int
+    crop_padding: int = 4
+    interpolation: str = "bilinear"
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_rgb(image)
+        if self.train and self.augmentation == "resized_crop":
+            return _to_tensor(_flip(self._resized_crop(image)))
+        image = self._resize(image)
+        if self.train and self.augmentation == "crop_flip":
+            return _to_tensor(self._crop_flip(np.asarray(image)))
+        return _to_tensor(image)
+
+    def _resize(self, image: Image.Image) -> Image.Image:
+        # Non-square images are stretched to a square; image-classification sets are (nearly) square.
+        size = (self.input_size, self.input_size)
+        return image if image.size == size else image.resize(size, INTERPOLATIONS[self.interpolation])
+
+    def _resized_crop(self, image: Image.Image) -> Image.Image:
+        top, left, height, width = RandomResizedCrop.get_params(
+            image, list(RESIZED_CROP_SCALE), list(RESIZED_CROP_RATIO)
+        )
+        box = (left, top, left + width, top + height)
+        return image.resize((self.input_size, self.input_size), INTERPOLATIONS[self.interpolation], box=box)
+
+    def _crop_flip(self, array: np.ndarray) -> np.ndarray:
+        # Random crop of the reflect-padded image (the standard CIFAR augmentation), then a random horizontal flip.
+        pad = self.crop_padding
+        if pad > 0:
+            array = np.pad(array, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        array = array[top : top + self.input_size, left : left + self.input_size]
+        return array[:, ::-1] if torch.rand(1).item() < 0.5 else array
+
+
+def make_transform(
+    train: bool,
+    augmentation: str,
+    input_size: int,
+    native_size: int,
+    crop_padding: int = 4,
+    interpolation: str = "bilinear",
+) -> Callable[[Image.Image], torch.Tensor]:
+    """A picklable callable: PIL image -> uint8 tensor (3, input_size, input_size), RGB.
+
+    - train + ``crop_flip``: resize to ``input_size`` when the image has another size, pad by ``crop_padding`` with
+      reflection, crop ``input_size`` at a random offset, flip horizontally with probability 1/2.
+    - train + ``resized_crop``: Inception-style random-resized crop (area 35-100% of the image, aspect 3/4-4/3)
+      resized to ``input_size`` in one step, then the random flip. 35% rather than torchvision's 8% because
+      small images (32 px) leave little to crop.
+    - train + ``none``, and every eval transform: resize to ``input_size`` when the image has another size
+      (a 32 px image goes straight to 224 px for a pretrained backbone); no crop, deterministic.
+    ``native_size`` (the dataset's usual size) is kept for reference; resizing is decided per image, so
+    datasets whose images vary in size still give equal-sized tensors.
+    """
+    if augmentation not in AUGMENTATIONS:
+        raise DataError(f"augmentation must be one of {list(AUGMENTATIONS)}, got {augmentation!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}")
+    if input_size < 1:
+        raise DataError(f"input size must be a positive number of pixels, got {input_size}")
+    if crop_padding < 0:
+        raise DataError(f"crop_padding must be 0 or more, got {crop_padding}")
+    return ImageTransform(train, augmentation, input_size, native_size, crop_padding, interpolation)

@@ -1,0 +1,151 @@
+"""Whole runs of `accelerate launch recipes/train.py` on generated data in the real formats, tiny models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import datagen
+import pytest
+import yaml
+from conftest import launch, read_jsonl, read_results
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+RESULT_KEYS = {
+    "train_runtime",
+    "train_samples_per_second",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_f1",
+    "test_loss",
+    "test_accuracy",
+    "test_f1",
+    "skipped_updates",
+}
+
+
+def common(output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "16",
+        "--learning_rate", "0.05",
+        "--logging_steps", "2",
+        "--dataloader_num_workers", "0",
+        "--disable_tqdm", "true",
+        *extra,
+    ]  # fmt: skip
+
+
+def assert_complete_run(output_dir: Path) -> dict:
+    for name in ("config.yaml", "metrics.jsonl", "all_results.json", "learning_curves.png"):
+        assert (output_dir / name).is_file(), name
+    results = read_results(output_dir)
+    assert set(results) >= RESULT_KEYS
+    assert all(math.isfinite(results[key]) for key in RESULT_KEYS)
+    assert results["train_runtime"] > 0 and results["train_samples_per_second"] > 0
+    model_dir = output_dir / "model"
+    assert list(model_dir.glob("*.safetensors")), "the model is saved as safetensors"
+    assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pt"))
+    records = read_jsonl(output_dir / "metrics.jsonl")
+    assert any("loss" in record for record in records) and any("eval_accuracy" in record for record in records)
+    return results
+
+
+def test_cifar_hub_schema_timm_resnet_accumulation_bf16(data_root, tmp_path):
+    dataset = datagen.make_cifar_hub_dataset(data_root / "hub10", num_classes=10, train_per_class=12)
+    output_dir = tmp_path / "run"
+    launch(
+        common(
+            output_dir,
+            "--dataset_name", str(dataset),
+            "--model_name_or_path", "test_resnet",
+            "--gradient_accumulation_steps", "2",
+            "--mixed_precision", "bf16",
+            "--num_train_epochs", "2",
+            "--save_total_limit", "1",
+        )
+    )  # fmt: skip
+    results = assert_complete_run(output_dir)
+    # 120 train images, 10% (12) held out for validation: 108 -> 13 full micro-batches of 8 -> 7 updates/epoch
+    assert results["train_updates"] == 14
+    assert results["eval_samples"] == 12 and results["test_samples"] == 50
+    assert results["mixed_precision"] == "bf16"
+    config = yaml.safe_load((output_dir / "config.yaml").read_text())
+    assert config["gradient_accumulation_steps"] == 2 and config["dataset_name"] == str(dataset)
+    checkpoints = sorted((output_dir / "checkpoints").iterdir())
+    assert [path.name for path in checkpoints] == ["checkpoint-14"]  # save_total_limit 1 keeps the newest
+    assert (output_dir / "best_model" / "model.safetensors").is_file()
+    assert load_file(output_dir / "best_model" / "model.safetensors")
+
+
+def test_cifar100_python_batches_transformers_vit_fp16_loss_scaling(data_root, tmp_path):
+    dataset = datagen.make_cifar_python(data_root / "py100", variant="cifar100", per_class_train=1, per_class_test=1)
+    model_dir = tmp_path / "tiny-vit"
+    from transformers import ViTConfig
+
+    ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    ).save_pretrained(model_dir)
+    output_dir = tmp_path / "run"
+    launch(
+        common(
+            output_dir,
+            "--dataset_name", str(dataset),
+            "--model_name_or_path", str(model_dir),
+            "--gradient_accumulation_steps", "2",
+            "--mixed_precision", "fp16",
+            "--optim", "adamw",
+            "--learning_rate", "0.001",
+            "--max_steps", "4",
+            "--validation_split_percentage", "20",
+        )
+    )  # fmt: skip
+    results = assert_complete_run(output_dir)
+    assert results["train_updates"] == 4 and results["mixed_precision"] == "fp16"
+    records = read_jsonl(output_dir / "metrics.jsonl")
+    scales = [record["loss_scale"] for record in records if "loss_scale" in record]
+    assert scales and all(scale > 1 for scale in scales), "fp16 runs with a dynamic loss scale"
+    config = (model_dir / "config.json").read_text()
+    assert "id2label" not in config  # our tiny config; the exported one must carry the 100 labels
+    exported = yaml.safe_load((output_dir / "model" / "config.json").read_text())
+    assert len(exported["id2label"]) == 100
+
+
+def test_two_processes_gather_every_validation_sample_once(data_root, tmp_path):
+    dataset = datagen.make_image_folder(data_root / "folder", num_classes=3, per_class=15, with_test=True)
+    output_dir = tmp_path / "run"
+    result = launch(
+        common(
+            output_dir,
+            "--dataset_name", str(dataset),
+            "--model_name_or_path", "test_vit",
+            "--num_train_epochs", "1",
+            "--per_device_eval_batch_size", "4",
+            "--validation_split_percentage", "20",
+        ),
+        processes=2,
+    )  # fmt: skip
+    results = assert_complete_run(output_dir)
+    assert results["num_processes"] == 2, result.stdout + result.stderr
+    # 45 images, 9 held out: 9 is odd, so the sampler pads a duplicate that must not be counted
+    assert results["eval_samples"] == 9
+    assert results["global_batch_size"] == 16
+
+
+def test_existing_run_is_not_overwritten(data_root, tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    (output_dir / "all_results.json").write_text("{}")
+    result = launch(["--output_dir", str(output_dir), "--dataset_name", "unused"], check=False)
+    assert result.returncode != 0
+    assert "already holds a run" in result.stderr and "--overwrite_output_dir" in result.stderr
+    assert (output_dir / "all_results.json").read_text() == "{}"
+
+
+def test_unknown_flag_fails_with_the_closest_key(tmp_path):
+    result = launch(["--output_dir", str(tmp_path / "x"), "--learnin_rate", "0.1"], check=False)
+    assert result.returncode != 0
+    assert "did you mean 'learning_rate'" in result.stderr
