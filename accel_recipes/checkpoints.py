@@ -6,7 +6,6 @@ keeps the newest ``save_total_limit`` checkpoints and never deletes the newest o
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -35,12 +34,17 @@ def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders never match the pattern)."""
     if not directory.is_dir():
         return []
-    found = [path for path in directory.iterdir() if CHECKPOINT_PATTERN.match(path.name) and path.is_dir()]
+    found = [
+        path
+        for path in directory.iterdir()
+        if CHECKPOINT_PATTERN.match(path.name) and (path / "training_state.json").is_file()
+    ]
     return sorted(found, key=lambda path: int(CHECKPOINT_PATTERN.match(path.name).group(1)))
 
 
-def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, state: dict, limit: int | None) -> Path:
-    """Save model, optimizer, scaler and RNG states plus ``state`` (JSON) as checkpoint-<update>."""
+def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, state_json: str, limit: int | None) -> Path:
+    """Save model, optimizer, scheduler, scaler and RNG states plus the run's counters (``training_state.json``) as
+    checkpoint-<update>. The counters are written last, so a folder holding them is complete."""
     final = directory / f"checkpoint-{update}"
     temporary = temporary_dir_for(final)
     if accelerator.is_main_process:
@@ -49,7 +53,7 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, stat
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
     if accelerator.is_main_process:
-        (temporary / "training_state.json").write_text(json.dumps(state, indent=2))
+        (temporary / "training_state.json").write_text(state_json)
         replace_dir(temporary, final)
         rotate_checkpoints(directory, limit)
     accelerator.wait_for_everyone()

@@ -93,6 +93,19 @@ class RecipeArguments:
         ),
     )
     crop_padding: int = field(default=4, metadata=_help("reflect padding of the crop_flip augmentation"))
+    data_pipeline: Literal["stream", "resident", "auto"] = field(
+        default="stream",
+        metadata=_help(
+            "stream: per-sample transforms through a DataLoader; resident: decode once into a uint8 tensor kept "
+            "on the device and augment whole batches there; auto: resident when it fits resident_memory_budget_gb"
+        ),
+    )
+    resident_memory_budget_gb: float = field(
+        default=4.0, metadata=_help("largest decoded train split (GiB) that data_pipeline auto keeps resident")
+    )
+    skip_corrupt_images: bool = field(
+        default=False, metadata=_help("skip images that cannot be decoded (counted in the log) instead of failing")
+    )
 
     # ---- Training arguments ----------------------------------------------------------------------------------
     output_dir: str = field(default="runs/cifar10-resnet50", metadata=_help("where everything of the run goes"))
@@ -148,6 +161,36 @@ class RecipeArguments:
     report_to: str = field(default="none", metadata=_help("tensorboard, trackio, wandb, all or none (comma-separated)"))
     run_name: str | None = field(default=None, metadata=_help("name shown by trackers; defaults to output_dir"))
     disable_tqdm: bool = field(default=False, metadata=_help("hide the progress bar"))
+    throughput_warmup_steps: int = field(
+        default=5, metadata=_help("updates left out of the steady-state throughput (compilation, cache warm-up)")
+    )
+    channels_last: bool = field(default=False, metadata=_help("channels-last memory format for convolutional models"))
+    torch_compile: bool = field(default=False, metadata=_help("compile the model with torch.compile"))
+    optimizer_implementation: Literal["auto", "foreach", "fused", "for_loop"] = field(
+        default="auto", metadata=_help("torch optimizer kernel: auto lets torch choose")
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata=_help("latest (newest complete checkpoint in output_dir), or a checkpoint folder")
+    )
+    auto_find_batch_size: bool = field(
+        default=False,
+        metadata=_help(
+            "on out-of-memory, halve the micro-batch and double gradient_accumulation_steps (same effective batch)"
+        ),
+    )
+    max_nonfinite_steps: int = field(
+        default=5, metadata=_help("stop after this many consecutive updates with a non-finite loss")
+    )
+
+    # ---- Hub arguments ---------------------------------------------------------------------------------------
+    push_to_hub: bool = field(default=False, metadata=_help("push the model folder, card and metrics to the Hub"))
+    hub_model_id: str | None = field(
+        default=None, metadata=_help("Hub repository, e.g. me/cifar10-resnet50 (default: output_dir's name)")
+    )
+    hub_private_repo: bool = field(default=False, metadata=_help("create the Hub repository as private"))
+    hub_strategy: Literal["end", "every_save"] = field(
+        default="end", metadata=_help("end: push once when training ends; every_save: each checkpoint too")
+    )
 
     @property
     def effective_small_image_stem(self) -> bool | None:
@@ -168,6 +211,7 @@ _SECTIONS = (
     ("# Model arguments", "model_name_or_path"),
     ("# Data arguments", "dataset_name"),
     ("# Training arguments", "output_dir"),
+    ("# Hub arguments", "push_to_hub"),
 )
 
 

@@ -10,8 +10,10 @@ epoch, as timm's does), which keeps every micro-batch the same size on every pro
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,17 +25,26 @@ from accelerate.utils import DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from accel_recipes.accumulation import TrainingPlan, accumulation_weight
-from accel_recipes.checkpoints import load_weights, save_checkpoint, save_weights
+from accel_recipes.checkpoints import list_checkpoints, load_weights, save_checkpoint, save_weights
 from accel_recipes.config import RecipeArguments
 from accel_recipes.data import DataBundle, make_dataloader, make_transform, resolve_augmentation
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec, logits_of
 from accel_recipes.optim import create_optimizer, create_scheduler
-from accel_recipes.reporting import MetricsLog
+from accel_recipes.reporting import MetricsLog, truncate_metrics
+from accel_recipes.state import DeviceClock, RunState, StopRequest, peak_memory_mb
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why and what to do."""
+
+
+class Preempted(Exception):
+    """Raised after a stop signal once a checkpoint is safely saved; the run resumes from it."""
+
+    def __init__(self, signal_name: str, checkpoint: Path) -> None:
+        super().__init__(f"received {signal_name}: saved {checkpoint}; resume with --resume_from_checkpoint latest")
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -54,6 +65,7 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
         log_with=_trackers(args),
         project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(non_blocking=args.dataloader_pin_memory),
+        step_scheduler_with_optimizer=False,
     )
     args.mixed_precision = accelerator.mixed_precision  # resolved, so config.yaml records what ran
     if args.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
@@ -95,67 +107,97 @@ class Normalizer(torch.nn.Module):
 class Trainer:
     """Runs one recipe; built by ``fit``. Holds the objects prepared by Accelerate and the run's counters."""
 
-    def __init__(self, args: RecipeArguments, spec: ModelSpec, data: DataBundle, accelerator: Accelerator):
+    def __init__(
+        self,
+        args: RecipeArguments,
+        spec: ModelSpec,
+        data: DataBundle,
+        accelerator: Accelerator,
+        on_checkpoint: Callable[[Path], None] | None = None,
+    ):
         self.args = args
         self.spec = spec
         self.data = data
         self.accelerator = accelerator
+        self.on_checkpoint = on_checkpoint
         self.output_dir = Path(args.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
         self.num_classes = len(data.label_names)
-        self.update = 0
-        self.skipped_updates = 0
-        self.train_seconds = 0.0
-        self.train_samples = 0
-        self.best_metric: float | None = None
-        self.best_update: int | None = None
-        self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
+        self.state = RunState(num_classes=self.num_classes)
+        self.clock = DeviceClock(accelerator.device)
+        self.stop = StopRequest()
         self._build()
 
     # ---- set-up -----------------------------------------------------------------------------------------------
     def _build(self) -> None:
         args, spec, data = self.args, self.spec, self.data
-        augmentation = resolve_augmentation(args, spec.pretrained, spec.input_size, data.native_size)
-        self.augmentation = augmentation
-        train_transform = make_transform(
-            True, augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
+        self.augmentation = resolve_augmentation(args, spec.pretrained, spec.input_size, data.native_size)
+        transforms = {
+            train: make_transform(
+                train, self.augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
+            )
+            for train in (True, False)
+        }
+        batch_size, eval_batch_size = args.per_device_train_batch_size, args.per_device_eval_batch_size
+        train_loader = make_dataloader(
+            data.train, transforms[True], batch_size, shuffle=True, args=args, drop_last=True
         )
-        eval_transform = make_transform(
-            False, augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
+        validation_loader = make_dataloader(
+            data.validation, transforms[False], eval_batch_size, shuffle=False, args=args
         )
-        bs = args.per_device_train_batch_size
-        train_loader = make_dataloader(data.train, train_transform, bs, shuffle=True, args=args, drop_last=True)
-        eval_bs = args.per_device_eval_batch_size
-        validation_loader = make_dataloader(data.validation, eval_transform, eval_bs, shuffle=False, args=args)
-        test_loader = (
-            make_dataloader(data.test, eval_transform, eval_bs, shuffle=False, args=args) if data.test else None
-        )
-        optimizer = create_optimizer(args, spec.model)
+        model = spec.model
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = create_optimizer(args, model)
         self.model, self.optimizer, self.train_loader, self.validation_loader = self.accelerator.prepare(
-            spec.model, optimizer, train_loader, validation_loader
+            model, optimizer, train_loader, validation_loader
         )
-        self.test_loader = self.accelerator.prepare(test_loader) if test_loader is not None else None
+        self.test_loader = None
+        if data.test is not None:
+            test_loader = make_dataloader(data.test, transforms[False], eval_batch_size, shuffle=False, args=args)
+            self.test_loader = self.accelerator.prepare(test_loader)
+        if args.torch_compile:
+            self.model = torch.compile(self.model)
         if len(self.train_loader) == 0:
             raise TrainingError(
                 f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
-                f"{bs} x {self.accelerator.num_processes} process(es); lower per_device_train_batch_size"
+                f"{batch_size} x {self.accelerator.num_processes} process(es); lower per_device_train_batch_size"
             )
         self.plan = TrainingPlan.build(args, len(self.train_loader), self.accelerator.num_processes)
         # Not prepared by Accelerate on purpose: its wrapper steps the schedule once per process per update.
         self.scheduler = create_scheduler(args, self.optimizer.optimizer, self.plan.total_updates)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.normalizer = Normalizer(spec.mean, spec.std).to(self.accelerator.device)
+        self.nonfinite_streak = torch.zeros((), dtype=torch.long, device=self.accelerator.device)
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(self.normalizer(images)))
+        images = self.normalizer(images)
+        if self.args.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return logits_of(self.model(images))
 
     def _train_epoch(self, epoch: int, progress: tqdm) -> None:
-        args, accelerator, k = self.args, self.accelerator, self.args.gradient_accumulation_steps
+        """Train epoch ``epoch`` (0-based) from micro-batch ``state.micro_in_epoch`` on (non-zero on resume)."""
+        args, accelerator, state, k = self.args, self.accelerator, self.state, self.args.gradient_accumulation_steps
         self.model.train()
+        self.train_loader.set_epoch(epoch)
+        start = state.micro_in_epoch
+        loader = accelerator.skip_first_batches(self.train_loader, start) if start else self.train_loader
         window_loss = torch.zeros((), device=accelerator.device)
-        started = self._clock()
-        for micro_index, (images, labels) in enumerate(self.train_loader):
+        segment_started = self.clock()
+        batches = iter(loader)
+        micro_index = start - 1
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            state.data_wait_seconds += time.perf_counter() - waited
+            if batch is None:
+                break
+            images, labels = batch
+            micro_index += 1
             with accelerator.accumulate(self.model):
                 logits = self._forward(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing_factor)
@@ -166,158 +208,232 @@ class Trainer:
                     accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            self.train_samples += images.shape[0] * accelerator.num_processes
+            state.train_samples += images.shape[0] * accelerator.num_processes
+            state.skipped_images += args.per_device_train_batch_size - images.shape[0]
             if not accelerator.sync_gradients:
                 continue
-            self.update += 1
+            state.update += 1
+            state.micro_in_epoch = micro_index + 1
             if self.optimizer.step_was_skipped:
-                self.skipped_updates += 1
+                state.skipped_updates += 1
             else:
                 self.scheduler.step()
+            finite = torch.isfinite(window_loss)
+            self.nonfinite_streak = torch.where(finite, 0, self.nonfinite_streak + 1)
             progress.update(1)
-            at_log = self.update % args.logging_steps == 0 or self.update == self.plan.total_updates
-            at_eval = args.eval_strategy == "steps" and self.update % args.eval_steps == 0
-            at_save = args.save_strategy == "steps" and self.update % args.save_steps == 0
-            if at_log or at_eval or at_save or self.update >= self.plan.total_updates:
-                self.train_seconds += self._clock() - started
-                fraction = (micro_index + 1) / self.plan.micro_batches_per_epoch
-                if at_log:
-                    self._log_training(epoch - 1 + fraction, accelerator.reduce(window_loss, "mean").item(), progress)
+            at_log = state.update % args.logging_steps == 0
+            at_eval = args.eval_strategy == "steps" and state.update % args.eval_steps == 0
+            at_save = args.save_strategy == "steps" and state.update % args.save_steps == 0
+            at_warmup_end = state.update == args.throughput_warmup_steps
+            at_check = state.update % args.max_nonfinite_steps == 0
+            at_end = state.update >= self.plan.total_updates
+            stop = self._stop_requested()
+            if at_log or at_eval or at_save or at_warmup_end or at_check or at_end or stop:
+                state.train_seconds += self.clock() - segment_started
+                if at_warmup_end:
+                    state.steady_seconds_offset, state.steady_samples_offset = state.train_seconds, state.train_samples
+                self._check_finite()
+                fraction = epoch + state.micro_in_epoch / self.plan.micro_batches_per_epoch
+                if at_log or at_end:
+                    self._log_training(fraction, accelerator.reduce(window_loss, "mean").item(), progress)
                 if at_eval:
-                    self.evaluate_and_track(epoch - 1 + fraction)
-                if at_save:
-                    self.save(epoch - 1 + fraction)
-                started = self._clock()
+                    self.evaluate_and_track(fraction)
+                if at_save or stop:
+                    checkpoint = self.save()
+                    if stop:
+                        raise Preempted(self.stop.received or "a stop signal", checkpoint)
+                segment_started = self.clock()
             window_loss.zero_()
-            if self.update >= self.plan.total_updates:
-                return
-        self.train_seconds += self._clock() - started
+            if at_end:
+                break
+        state.train_seconds += self.clock() - segment_started
+        if state.micro_in_epoch >= self.plan.micro_batches_per_epoch:
+            state.epoch, state.micro_in_epoch = epoch + 1, 0
 
-    def _clock(self) -> float:
-        """Wall time after the device has finished its queued work, so GPU time is not misattributed."""
-        if self.accelerator.device.type == "cuda":
-            torch.cuda.synchronize(self.accelerator.device)
-        return time.perf_counter()
+    def _stop_requested(self) -> bool:
+        """Whether any process received a stop signal; every process must agree, since saving is collective."""
+        requested = self.stop.received is not None
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor(float(requested), device=self.accelerator.device)
+            requested = self.accelerator.reduce(flag, "max").item() > 0
+        return requested
+
+    def _check_finite(self) -> None:
+        streak = int(self.nonfinite_streak.item())
+        if streak >= self.args.max_nonfinite_steps:
+            latest = list_checkpoints(self.checkpoint_dir)
+            kept = f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
+            raise TrainingError(
+                f"the training loss was not finite for {streak} consecutive updates (from update "
+                f"{self.state.update - streak + 1} to {self.state.update}); {kept}. Try --mixed_precision bf16 "
+                f"(fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
+            )
 
     def _log_training(self, epoch: float, loss: float, progress: tqdm) -> None:
-        throughput = self.train_samples / self.train_seconds if self.train_seconds else 0.0
+        state = self.state
+        throughput = state.train_samples / state.train_seconds if state.train_seconds else 0.0
         record = {
-            "step": self.update,
+            "step": state.update,
             "epoch": round(epoch, 4),
             "loss": loss,
             "learning_rate": self.scheduler.get_last_lr()[0],
             "images_per_second": throughput,
-            "skipped_updates": self.skipped_updates,
+            "train_runtime": state.train_seconds,
+            "skipped_updates": state.skipped_updates,
         }
         if self.accelerator.scaler is not None:
             record["loss_scale"] = self.accelerator.scaler.get_scale()
         self.metrics_log.write(record)
-        self.accelerator.log({f"train/{key}": value for key, value in record.items()}, step=self.update)
+        self.accelerator.log({f"train/{key}": value for key, value in record.items()}, step=state.update)
         progress.set_postfix(loss=f"{loss:.4f}", img_s=f"{throughput:,.0f}", refresh=False)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, loader, prefix: str) -> dict[str, float]:
-        """Loss, accuracy and macro-F1 over every sample of ``loader`` exactly once, on any number of processes."""
+        """Loss, accuracy and macro-F1 over every sample of ``loader`` exactly once, on any number of processes.
+        Samples labelled -1 are padding (added to even out shards) and are left out."""
         self.model.eval()
         accumulator = MetricAccumulator(self.num_classes, device=self.accelerator.device)
         for images, labels in loader:
             logits = self._forward(images).float()
-            losses = F.cross_entropy(logits, labels, reduction="none")
+            losses = F.cross_entropy(logits, labels, reduction="none", ignore_index=-1)
             predictions, labels, losses = self.accelerator.gather_for_metrics((logits.argmax(dim=-1), labels, losses))
-            accumulator.update(predictions, labels, losses)
+            keep = labels >= 0
+            accumulator.update(predictions[keep], labels[keep], losses[keep])
         self.model.train()
         return accumulator.compute(prefix)
 
     def evaluate_and_track(self, epoch: float) -> dict[str, float]:
         """Evaluate on validation, log it, and keep the best weights by ``metric_for_best_model``."""
+        state = self.state
         metrics = self.evaluate(self.validation_loader, "eval")
-        record = {"step": self.update, "epoch": round(epoch, 4), **metrics}
+        record = {"step": state.update, "epoch": round(epoch, 4), "train_runtime": state.train_seconds, **metrics}
         self.metrics_log.write(record)
-        self.accelerator.log({f"eval/{key[5:]}": value for key, value in metrics.items()}, step=self.update)
+        self.accelerator.log({f"eval/{key[5:]}": value for key, value in metrics.items()}, step=state.update)
         self.accelerator.print(
-            f"epoch {epoch:.2f} update {self.update}: eval_loss {metrics['eval_loss']:.4f} "
+            f"epoch {epoch:.2f} update {state.update}: eval_loss {metrics['eval_loss']:.4f} "
             f"eval_accuracy {metrics['eval_accuracy']:.4f} eval_f1 {metrics['eval_f1']:.4f}"
         )
         value = metrics[f"eval_{self.args.metric_for_best_model}"]
         lower_is_better = self.args.metric_for_best_model == "loss"
-        improved = self.best_metric is None or (
-            value < self.best_metric if lower_is_better else value > self.best_metric
-        )
-        if improved and self.args.load_best_model_at_end:
-            self.best_metric, self.best_update = value, self.update
+        best = state.best_metric
+        improved = best is None or (value < best if lower_is_better else value > best)
+        if improved and self.args.load_best_model_at_end and math.isfinite(value):
+            state.best_metric, state.best_update = value, state.update
             save_weights(self.accelerator, self.model, self.best_model_path)
         return metrics
 
-    def save(self, epoch: float) -> None:
-        state = {
-            "update": self.update,
-            "epoch": epoch,
-            "best_metric": self.best_metric,
-            "best_update": self.best_update,
-            "skipped_updates": self.skipped_updates,
-        }
-        save_checkpoint(
-            self.accelerator, self.output_dir / "checkpoints", self.update, state, self.args.save_total_limit
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def save(self) -> Path | None:
+        """A checkpoint of this update, unless the loss is currently not finite (the last good one is kept)."""
+        if int(self.nonfinite_streak.item()) > 0:
+            self.accelerator.print(f"update {self.state.update}: loss not finite, checkpoint not saved")
+            return None
+        path = save_checkpoint(
+            self.accelerator, self.checkpoint_dir, self.state.update, self.state.to_json(), self.args.save_total_limit
+        )
+        if self.on_checkpoint is not None and self.accelerator.is_main_process:
+            self.on_checkpoint(path)
+        return path
+
+    def resume(self, checkpoint: Path) -> None:
+        """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
+        state_file = checkpoint / "training_state.json"
+        if not state_file.is_file():
+            raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no training_state.json)")
+        saved = RunState.from_file(state_file)
+        if saved.num_classes != self.num_classes:
+            raise TrainingError(
+                f"checkpoint '{checkpoint}' was trained on {saved.num_classes} classes but the dataset "
+                f"'{self.args.dataset_name}' has {self.num_classes}; resume with the same dataset, or start a new "
+                "run (fine-tune from the exported model folder with --model_name_or_path)"
+            )
+        self.accelerator.load_state(str(checkpoint))
+        self.state = saved
+        if self.accelerator.is_main_process:
+            truncate_metrics(self.metrics_log.path, after_step=saved.update)
+        self.accelerator.print(
+            f"resumed from {checkpoint}: update {saved.update}, epoch {saved.epoch} + {saved.micro_in_epoch} "
+            "micro-batches"
         )
 
     # ---- the run ----------------------------------------------------------------------------------------------
-    def train(self) -> RunResult:
-        args, accelerator, plan = self.args, self.accelerator, self.plan
-        accelerator.print(
+    def _describe(self) -> str:
+        args, plan, data = self.args, self.plan, self.data
+        test_size = len(data.test) if data.test is not None else 0
+        pinned = args.dataloader_pin_memory and self.accelerator.device.type != "cpu"
+        return (
             f"{self.spec.describe()}\n"
-            f"data: {self.data.source}: {len(self.data.train)} train / {len(self.data.validation)} validation / "
-            f"{len(self.data.test) if self.data.test is not None else 0} test, {self.num_classes} classes, "
-            f"augmentation {self.augmentation}\n"
+            f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
+            f"{self.num_classes} classes, augmentation {self.augmentation}\n"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {args.per_device_train_batch_size} x "
-            f"{args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es); "
-            f"precision {args.mixed_precision}; pinned memory {args.dataloader_pin_memory}; "
-            f"{args.dataloader_num_workers} loader worker(s)"
+            f"{args.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
+            f"precision {args.mixed_precision}; pinned memory {pinned}; {args.dataloader_num_workers} loader worker(s)"
         )
+
+    def train(self) -> RunResult:
+        args, accelerator, plan, state = self.args, self.accelerator, self.plan, self.state
+        accelerator.print(self._describe())
         progress = tqdm(
             total=plan.total_updates,
+            initial=state.update,
             desc="training",
             unit="update",
             disable=args.disable_tqdm or not accelerator.is_local_main_process,
         )
-        for epoch in range(1, plan.epochs + 1):
-            self._train_epoch(epoch, progress)
-            completed_epoch = min(epoch, self.update / plan.updates_per_epoch)
-            if args.eval_strategy == "epoch":
-                self.evaluate_and_track(completed_epoch)
-            if args.save_strategy == "epoch":
-                self.save(completed_epoch)
-            if self.update >= plan.total_updates:
-                break
+        with self.stop:
+            for epoch in range(self.state.epoch, plan.epochs):
+                if self.state.update >= plan.total_updates:
+                    break
+                self._train_epoch(epoch, progress)
+                completed = self.state.update / plan.updates_per_epoch
+                if args.eval_strategy == "epoch":
+                    self.evaluate_and_track(completed)
+                if args.save_strategy == "epoch":
+                    self.save()
         progress.close()
-        if args.load_best_model_at_end and self.best_update is not None:
+        self._check_finite()
+        return self._finish()
+
+    def _finish(self) -> RunResult:
+        args, accelerator, plan, state = self.args, self.accelerator, self.plan, self.state
+        if state.skipped_images:
+            accelerator.print(f"skipped {state.skipped_images} undecodable training image(s)")
+        if args.load_best_model_at_end and state.best_update is not None:
             accelerator.wait_for_everyone()
             load_weights(accelerator, self.model, self.best_model_path)
             accelerator.print(
-                f"loaded the best model (update {self.best_update}, eval_{args.metric_for_best_model} "
-                f"{self.best_metric:.4f}) for the final evaluation"
+                f"loaded the best model (update {state.best_update}, eval_{args.metric_for_best_model} "
+                f"{state.best_metric:.4f}) for the final evaluation"
             )
         final = self.evaluate(self.validation_loader, "eval")
         if self.test_loader is not None:
             final.update(self.evaluate(self.test_loader, "test"))
+        seconds = state.train_seconds
         results = {
             **final,
-            "epoch": self.update / plan.updates_per_epoch,
-            "train_updates": self.update,
-            "train_samples": self.train_samples,
-            "train_runtime": self.train_seconds,
-            "train_samples_per_second": self.train_samples / self.train_seconds if self.train_seconds else 0.0,
-            "train_steps_per_second": self.update / self.train_seconds if self.train_seconds else 0.0,
-            "skipped_updates": self.skipped_updates,
-            "best_update": self.best_update,
+            "epoch": state.update / plan.updates_per_epoch,
+            "train_updates": state.update,
+            "train_samples": state.train_samples,
+            "train_runtime": seconds,
+            "train_samples_per_second": state.train_samples / seconds if seconds else 0.0,
+            "train_steps_per_second": state.update / seconds if seconds else 0.0,
+            "steady_samples_per_second": state.steady_samples_per_second(),
+            "data_wait_fraction": state.data_wait_seconds / seconds if seconds else 0.0,
+            "peak_memory_mb": peak_memory_mb(accelerator.device),
+            "skipped_updates": state.skipped_updates,
+            "skipped_images": state.skipped_images,
+            "best_update": state.best_update,
             "num_processes": accelerator.num_processes,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "global_batch_size": plan.global_batch_size,
             "mixed_precision": args.mixed_precision,
             "device": _device_name(accelerator.device),
         }
-        self.metrics_log.write({"step": self.update, "final": True, **final})
-        best = self.best_model_path if self.best_update is not None else None
+        self.metrics_log.write({"step": state.update, "final": True, **final})
+        best = self.best_model_path if state.best_update is not None else None
         return RunResult(results, self.output_dir, best, self.model)
 
 
@@ -327,6 +443,37 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def fit(args: RecipeArguments, spec: ModelSpec, data: DataBundle, accelerator: Accelerator) -> RunResult:
-    """Train ``spec.model`` on ``data`` as ``args`` say; return the final metrics (best model, test split)."""
-    return Trainer(args, spec, data, accelerator).train()
+def resolve_checkpoint(args: RecipeArguments) -> Path | None:
+    """``resume_from_checkpoint``: ``latest`` is the newest complete checkpoint in output_dir (None when there is
+    none yet, so a requeued job that never saved starts fresh); anything else must be a checkpoint folder."""
+    value = args.resume_from_checkpoint
+    if value is None:
+        return None
+    if value == "latest":
+        found = list_checkpoints(Path(args.output_dir) / "checkpoints")
+        return found[-1] if found else None
+    path = Path(value)
+    if not (path / "training_state.json").is_file():
+        raise TrainingError(
+            f"resume_from_checkpoint '{value}' is not a checkpoint folder (no training_state.json); pass "
+            "'latest' or a folder like output_dir/checkpoints/checkpoint-N"
+        )
+    return path
+
+
+def fit(
+    args: RecipeArguments,
+    spec: ModelSpec,
+    data: DataBundle,
+    accelerator: Accelerator,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> RunResult:
+    """Train ``spec.model`` on ``data`` as ``args`` say; return the final metrics (best model, test split).
+    ``on_checkpoint(path)`` runs on the main process after each checkpoint is in place."""
+    trainer = Trainer(args, spec, data, accelerator, on_checkpoint)
+    checkpoint = resolve_checkpoint(args)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    elif args.resume_from_checkpoint == "latest":
+        accelerator.print(f"no checkpoint in {Path(args.output_dir) / 'checkpoints'} yet: starting from scratch")
+    return trainer.train()

@@ -30,6 +30,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop the records a resumed run will write again (those after the checkpoint it resumes from)."""
+    kept = [record for record in read_metrics(path) if record.get("step", 0) <= after_step and not record.get("final")]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    os.replace(temporary, path)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -10,9 +10,10 @@ import datasets
 import numpy as np
 
 from .columns import standardize_columns
+from .errors import DataError
 from .sources import load_source
 from .splits import check_split, hold_out, is_unlabeled, pick_splits, truncate
-from .transforms import to_rgb
+from .transforms import decode_image, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,13 @@ def image_statistics(
     chosen = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
     total, total_sq, pixels = np.zeros(3), np.zeros(3), 0
     heights: Counter[int] = Counter()
-    images = train.select_columns(["image"])
+    images = train.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     for start in range(0, count, 256):
-        for image in images[chosen[start : start + 256]]["image"]:
+        for encoded in images[chosen[start : start + 256]]["image"]:
+            try:
+                image = decode_image(encoded)
+            except DataError:
+                continue  # reported (or skipped) with its sample index when the loader meets it
             heights[image.height] += 1
             if max(image.size) > STATISTICS_MAX_SIDE:
                 image.thumbnail((STATISTICS_MAX_SIDE, STATISTICS_MAX_SIDE))
@@ -57,6 +62,8 @@ def image_statistics(
             total += array.sum(0)
             total_sq += (array**2).sum(0)
             pixels += len(array)
+    if not pixels:
+        raise DataError("none of the sampled training images could be decoded; check the dataset's image column")
     mean = total / pixels
     std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0))
     std = np.where(std > 1e-6, std, 1.0)  # a constant channel must not become a division by zero downstream

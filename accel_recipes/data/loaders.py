@@ -6,40 +6,99 @@ Plain on purpose: ``accelerator.prepare`` re-wraps its sampler for several proce
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import datasets
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import DataError
+from .transforms import decode_image
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch, shuffled by a generator seeded with (seed, epoch), each tagged with its epoch as
+    ``epoch * n + index``. The tag lets every sample draw its augmentation from a generator of its own seeded
+    with (seed, epoch, index): augmentation then depends neither on worker count, nor on the order batches are
+    loaded in, nor on where a resumed run starts. Accelerate calls ``set_epoch`` through its sampler wrappers."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
+        self.size = size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = range(self.size)
+        offset = self.epoch * self.size
+        return iter([offset + index for index in order])
 
 
 class TransformedDataset(Dataset):
     """Rows of an HF dataset with ``image`` and ``label``, as ``(transform(image), label)`` pairs.
 
-    ``__getitems__`` reads a whole batch of rows in one Arrow call, which the DataLoader uses when present;
-    it is several times faster than one ``dataset[i]`` per sample. Picklable, for worker processes.
+    Images are decoded here rather than by ``datasets`` so an undecodable one is reported by its index (or
+    skipped, with ``skip_corrupt=True``: the sample becomes None and ``collate_batch`` drops it).
+    ``__getitems__`` reads a whole batch of rows in one Arrow call, which the DataLoader uses when present.
+    Picklable, for worker processes.
     """
 
-    def __init__(self, dataset: datasets.Dataset, transform: Callable[[Image.Image], torch.Tensor]):
-        self.dataset = dataset
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform: Callable[[Image.Image], torch.Tensor],
+        seed: int = 0,
+        skip_corrupt: bool = False,
+    ):
+        self.dataset = dataset.cast_column("image", datasets.Image(decode=False))
         self.transform = transform
+        self.seed = seed
+        self.skip_corrupt = skip_corrupt
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        row = self.dataset[int(index)]
-        return self.transform(row["image"]), int(row["label"])
+    def __getitem__(self, tagged_index: int) -> tuple[torch.Tensor, int] | None:
+        return self.__getitems__([tagged_index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
-        rows = self.dataset[[int(index) for index in indices]]
-        return [(self.transform(image), int(label)) for image, label in zip(rows["image"], rows["label"], strict=True)]
+    def __getitems__(self, tagged_indices: Sequence[int]) -> list[tuple[torch.Tensor, int] | None]:
+        size = len(self.dataset)
+        epochs_and_indices = [divmod(int(tagged), size) for tagged in tagged_indices]
+        rows = self.dataset[[index for _, index in epochs_and_indices]]
+        return [
+            self._sample(image, int(label), epoch, index)
+            for (epoch, index), image, label in zip(epochs_and_indices, rows["image"], rows["label"], strict=True)
+        ]
+
+    def _sample(self, encoded: dict, label: int, epoch: int, index: int) -> tuple[torch.Tensor, int] | None:
+        try:
+            image = decode_image(encoded)
+        except DataError as error:
+            if self.skip_corrupt:
+                return None
+            raise DataError(f"{error} (sample {index}); pass --skip_corrupt_images true to skip such images") from None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, index)) % 2**63)
+            return self.transform(image), label
 
 
-def collate_batch(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack into (uint8 N,3,H,W ; int64 N)."""
+def collate_batch(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack into (uint8 N,3,H,W ; int64 N), leaving out skipped (undecodable) samples."""
+    samples = [sample for sample in samples if sample is not None]
+    if not samples:
+        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
     images = torch.stack([image for image, _ in samples])
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return images, labels
@@ -68,13 +127,11 @@ def make_dataloader(
 ) -> DataLoader:
     """A DataLoader of (images, labels) batches built from ``args``' dataloader_* settings.
 
-    The order is drawn from a ``torch.Generator`` seeded with ``args.seed``, and each worker seeds Python, NumPy and
-    torch from it, so data order and augmentation repeat run to run (with 0 workers, augmentation draws from
-    torch's global generator, which the engine seeds). Memory is pinned only where there is an accelerator to
-    copy to; persistent workers and the prefetch factor apply only with workers.
+    The order comes from an ``EpochSampler`` seeded with ``args.seed`` and each sample's augmentation from its own
+    (seed, epoch, index) generator, so data order and augmentation repeat run to run, whatever the worker count,
+    and a resumed run sees exactly the batches the uninterrupted one would have. Memory is pinned only where
+    there is an accelerator to copy to; persistent workers and the prefetch factor apply only with workers.
     """
-    generator = torch.Generator()
-    generator.manual_seed(args.seed)
     workers = args.dataloader_num_workers
     options: dict = {}
     if workers > 0:
@@ -82,14 +139,13 @@ def make_dataloader(
         if args.dataloader_prefetch_factor is not None:
             options["prefetch_factor"] = args.dataloader_prefetch_factor
     return DataLoader(
-        TransformedDataset(dataset, transform),
+        TransformedDataset(dataset, transform, seed=args.seed, skip_corrupt=args.skip_corrupt_images),
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochSampler(len(dataset), args.seed, shuffle),
         drop_last=drop_last,
         num_workers=workers,
         collate_fn=collate_batch,
         pin_memory=args.dataloader_pin_memory and _accelerator_available(),
         worker_init_fn=seed_worker,
-        generator=generator,
         **options,
     )

@@ -2,11 +2,12 @@
 
 No float conversion and no normalisation here: batches stay uint8 (4x less to pin and copy), and the training engine
 normalises on the device as ``(x / 255 - mean) / std``. Randomness comes from torch's generator, which the
-DataLoader seeds per worker, so augmentation is reproducible.
+loader seeds per sample from (seed, epoch, index), so augmentation is reproducible.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,17 @@ def resolve_augmentation(args, pretrained: bool, input_size: int, native_size: i
     if choice not in AUGMENTATIONS:
         raise DataError(f"augmentation must be one of {['auto', *AUGMENTATIONS]}, got {choice!r}")
     return choice
+
+
+def decode_image(encoded: dict) -> Image.Image:
+    """A ``datasets`` Image cell (``{"bytes", "path"}``) as a fully loaded PIL image, or a DataError naming it."""
+    source = encoded.get("path") or "in-memory image"
+    try:
+        image = Image.open(io.BytesIO(encoded["bytes"])) if encoded.get("bytes") else Image.open(encoded["path"])
+        image.load()
+    except (OSError, ValueError, TypeError, SyntaxError) as error:
+        raise DataError(f"cannot decode image {source}: {error}") from None
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

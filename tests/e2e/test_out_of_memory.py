@@ -1,0 +1,69 @@
+"""auto_find_batch_size: an out-of-memory error halves the micro-batch and doubles accumulation, in-process."""
+
+from __future__ import annotations
+
+import datagen
+import pytest
+import torch
+import yaml
+
+from accel_recipes import run
+from accel_recipes.config import make_args
+from accel_recipes.engine import TrainingError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def memory_limited_models(monkeypatch):
+    """Models that raise CUDA's out-of-memory error for training micro-batches over 4, as a small GPU would."""
+    real_build_model = run.build_model
+    seen: list[int] = []
+
+    def build_model(*args, **kwargs):
+        spec = real_build_model(*args, **kwargs)
+        forward = spec.model.forward
+
+        def limited_forward(images, *rest, **options):
+            seen.append(images.shape[0])
+            if spec.model.training and images.shape[0] > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return forward(images, *rest, **options)
+
+        spec.model.forward = limited_forward
+        return spec
+
+    monkeypatch.setattr(run, "build_model", build_model)
+    return seen
+
+
+def arguments(tmp_path, **extra):
+    dataset = datagen.make_cifar_hub_dataset(tmp_path / "data", num_classes=3, train_per_class=12)
+    return make_args(
+        {
+            "dataset_name": str(dataset),
+            "output_dir": str(tmp_path / "run"),
+            "model_name_or_path": "test_vit",
+            "per_device_train_batch_size": 16,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 2,
+            "disable_tqdm": True,
+            **extra,
+        }
+    )
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(memory_limited_models, tmp_path):
+    args = arguments(tmp_path, auto_find_batch_size=True)
+    result = run.train(args)
+    assert result.metrics["per_device_train_batch_size"] == 4
+    assert result.metrics["gradient_accumulation_steps"] == 4
+    assert result.metrics["global_batch_size"] == 16 and result.metrics["train_updates"] == 2
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["per_device_train_batch_size"], saved["gradient_accumulation_steps"]) == (4, 4)
+    assert memory_limited_models[:2] == [16, 8]
+
+
+def test_out_of_memory_without_the_option_says_what_to_do(memory_limited_models, tmp_path):
+    with pytest.raises(TrainingError, match="out of memory at per_device_train_batch_size 16.*auto_find_batch_size"):
+        run.train(arguments(tmp_path))
