@@ -66,6 +66,7 @@ def test_cifar_hub_schema_timm_resnet_accumulation_bf16(data_root, tmp_path):
             "--mixed_precision", "bf16",
             "--num_train_epochs", "2",
             "--save_total_limit", "1",
+            "--report_to", "tensorboard",
         )
     )  # fmt: skip
     results = assert_complete_run(output_dir)
@@ -79,6 +80,7 @@ def test_cifar_hub_schema_timm_resnet_accumulation_bf16(data_root, tmp_path):
     assert [path.name for path in checkpoints] == ["checkpoint-14"]  # save_total_limit 1 keeps the newest
     assert (output_dir / "best_model" / "model.safetensors").is_file()
     assert load_file(output_dir / "best_model" / "model.safetensors")
+    assert list(output_dir.rglob("events.out.tfevents.*")), "tensorboard is a tracker"
 
 
 def test_cifar100_python_batches_transformers_vit_fp16_loss_scaling(data_root, tmp_path):
