@@ -1,0 +1,422 @@
+"""The model card of a finished run, rendered from the run folder alone, so any run can be carded and pushed later.
+
+Reads ``config.yaml``, ``all_results.json``, ``metrics.jsonl`` and ``model/config.json``; fills the Jinja template
+``model_cards/image_classification.md`` through huggingface_hub's ``ModelCard.from_template``; writes
+``model/README.md`` with ``learning_curves.png`` and ``config.yaml`` copied beside it, so the model folder is the
+whole Hub repository. Every value may be missing: the card then says "n/a" rather than failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from accel_recipes.models import RECIPE_KEY
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "image_classification.md"
+REQUIRED = ("config.yaml", "all_results.json", "model/config.json", "model/*.safetensors")
+COPIED_INTO_MODEL = ("learning_curves.png", "config.yaml")
+DEFAULT_LICENSE = "apache-2.0"
+NA = "n/a"
+TENSORBOARD_GLOB = "events.out.tfevents.*"
+
+
+class RunFolderError(ValueError):
+    """A folder that is not a finished run of recipes/train.py; the message says what is missing."""
+
+
+def check_run_folder(output_dir: str | Path) -> Path:
+    """``output_dir`` as a Path if it holds a finished run, else a RunFolderError listing what is missing."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        raise RunFolderError(f"run folder '{folder}' does not exist; pass the output_dir of a finished training run")
+    missing = [pattern for pattern in REQUIRED if not list(folder.glob(pattern))]
+    if missing:
+        raise RunFolderError(
+            f"'{folder}' is not a finished run folder: it has no {', '.join(missing)}; pass the output_dir that "
+            "`accelerate launch recipes/train.py` wrote (it holds config.yaml, all_results.json, metrics.jsonl "
+            "and model/)"
+        )
+    return folder
+
+
+def tensorboard_files(output_dir: Path) -> list[Path]:
+    """Event files the tensorboard tracker wrote under output_dir (not inside model/, checkpoints/ or temporaries)."""
+    found = []
+    for file in sorted(output_dir.rglob(TENSORBOARD_GLOB)):
+        parts = file.relative_to(output_dir).parts
+        if file.is_file() and parts[0] not in ("model", "checkpoints") and not any(p.startswith(".") for p in parts):
+            found.append(file)
+    return found
+
+
+# ---- reading the run -------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_facts(model_config: dict[str, Any]) -> dict[str, Any]:
+    """Library, architecture, stem, labels and preprocessing from the exported config.json."""
+    block = model_config.get(RECIPE_KEY) if isinstance(model_config.get(RECIPE_KEY), dict) else {}
+    library = block.get("library") or ("transformers" if "model_type" in model_config else "timm")
+    id2label = model_config.get("id2label") or {}
+    labels = block.get("label_names") or model_config.get("label_names") or [id2label[k] for k in sorted(id2label)]
+    model_args = model_config.get("model_args") if isinstance(model_config.get("model_args"), dict) else {}
+    patch = model_args.get("patch_size") or model_config.get("patch_size")
+    return {
+        "patch_size": patch[0] if isinstance(patch, (list, tuple)) else patch,
+        "library": library,
+        "architecture": block.get("architecture") or model_config.get("architecture") or model_config.get("model_type"),
+        "small_image_stem": bool(block.get("small_image_stem")),
+        "label_names": list(labels),
+        **block.get("preprocessing", {}),
+    }
+
+
+def _is_hub_id(name: str | None) -> bool:
+    if not name or Path(name).expanduser().exists() or name.startswith(("/", ".", "~", "local-dir:")):
+        return False
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and not name.endswith(".parquet")
+
+
+def _base_model(config: dict[str, Any], library: str) -> str | None:
+    """The Hub id the weights started from, when the run was pretrained from one."""
+    name = str(config.get("model_name_or_path") or "")
+    if not config.get("pretrained") or not name:
+        return None
+    for prefix in ("hf-hub:", "hf_hub:"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    if library == "timm" and "/" not in name:
+        from timm.models import get_pretrained_cfg
+
+        try:
+            cfg = get_pretrained_cfg(name)
+        except RuntimeError:
+            return None
+        return getattr(cfg, "hf_hub_id", None) or None
+    return name if _is_hub_id(name) else None
+
+
+def _dataset_short_name(name: str) -> str:
+    return Path(name.rstrip("/")).name or name
+
+
+# ---- formatting ------------------------------------------------------------------------------------------------
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else NA
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return NA if value is None else str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:,.{digits}f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return NA
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(float(seconds), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{hours} h {minutes:02d} min {secs:04.1f} s" if hours else f"{minutes} min {secs:04.1f} s"
+    return f"{text} ({seconds:,.1f} s)"
+
+
+def _value(mapping: dict[str, Any], key: str) -> str:
+    return _number(mapping.get(key)) if key in mapping else NA
+
+
+# ---- the card --------------------------------------------------------------------------------------------------
+
+
+def _eval_results(config: dict[str, Any], results: dict[str, Any], dataset: str) -> list[EvalResult]:
+    """Test accuracy and macro-F1 when the run had a test split, else validation; what the Hub shows."""
+    prefix, split, pretty = (
+        ("test", config.get("test_split_name") or "test", "Test")
+        if "test_accuracy" in results
+        else ("eval", config.get("validation_split_name"), "Validation")
+    )
+    dataset_name = str(config.get("dataset_name") or "unknown")
+    common = {
+        "task_type": "image-classification",
+        "task_name": "Image Classification",
+        "dataset_type": dataset_name if _is_hub_id(dataset_name) else dataset,
+        "dataset_name": dataset,
+        "dataset_config": config.get("dataset_config_name"),
+        "dataset_split": split,
+    }
+    found = []
+    for metric, label, args in (("accuracy", "accuracy", None), ("f1", "macro-F1", {"average": "macro"})):
+        value = results.get(f"{prefix}_{metric}")
+        if isinstance(value, (int, float)):
+            metric_name = f"{pretty} {label}"
+            found.append(
+                EvalResult(
+                    **common,
+                    metric_type=metric,
+                    metric_value=round(float(value), 4),
+                    metric_name=metric_name,
+                    metric_args=args,
+                )
+            )
+    return found
+
+
+def _card_data(run: dict[str, Any], repo_id: str | None, license: str) -> ModelCardData:
+    config, results, facts = run["config"], run["results"], run["model"]
+    dataset_id = str(config.get("dataset_name") or "")
+    tags = ["image-classification", facts["library"], "accel-recipes"]
+    if dataset_id:
+        tags.append(_dataset_short_name(dataset_id).lower())
+    eval_results = _eval_results(config, results, run["dataset"])
+    return ModelCardData(
+        library_name=facts["library"],
+        pipeline_tag="image-classification",
+        license=license,
+        tags=tags,
+        datasets=[dataset_id] if _is_hub_id(dataset_id) else None,
+        base_model=_base_model(config, facts["library"]),
+        metrics=["accuracy", "f1"],
+        model_name=(repo_id or run["name"]).split("/")[-1],
+        eval_results=eval_results or None,
+    )
+
+
+def _results_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for prefix, split in (("eval", "validation"), ("test", "test")):
+        if any(key.startswith(f"{prefix}_") for key in results):
+            rows.append(
+                {
+                    "split": split,
+                    "accuracy": _percent(results.get(f"{prefix}_accuracy")),
+                    "f1": _percent(results.get(f"{prefix}_f1")),
+                    "loss": _value(results, f"{prefix}_loss"),
+                    "samples": _value(results, f"{prefix}_samples"),
+                }
+            )
+    return rows
+
+
+def _setup_rows(config: dict[str, Any], results: dict[str, Any], facts: dict[str, Any]) -> list[tuple[str, str]]:
+    pretrained = config.get("pretrained")
+    origin = NA if pretrained is None else ("pretrained" if pretrained else "from scratch (random init)")
+    size = facts.get("input_size") or config.get("image_size")
+    stem = "small-image stem (3x3 stride-1 first conv, no max-pool)" if facts.get("small_image_stem") else None
+    patch = facts.get("patch_size") or config.get("patch_size")
+    schedule = str(config.get("lr_scheduler_type", NA))
+    if config.get("warmup_steps"):
+        schedule += f", {config['warmup_steps']} warmup updates"
+    elif config.get("warmup_ratio"):
+        schedule += f", warmup {100 * config['warmup_ratio']:.0f}% of updates"
+    optimizer = str(config.get("optim", NA))
+    if config.get("optim") == "sgd":
+        optimizer += f" (Nesterov momentum {_number(config.get('momentum'))})"
+    elif config.get("optim") == "adamw":
+        optimizer += f" (betas {_number(config.get('adam_beta1'))}, {_number(config.get('adam_beta2'))})"
+    epochs = f"{_value(results, 'epoch')} epochs, {_value(results, 'train_updates')} optimizer updates"
+    name, architecture = config.get("model_name_or_path") or facts["architecture"], facts["architecture"]
+    backbone = f"`{name}`" + (f" ({architecture})" if architecture and architecture != name else "")
+    rows = [
+        ("Backbone", backbone),
+        ("Library", facts["library"]),
+        ("Weights", origin),
+        ("Image size", f"{size} x {size} px" if size else NA),
+        ("Stem / patch", stem or (f"patch {patch}" if patch else "as the library builds it")),
+        ("Preprocessing", _preprocessing(facts)),
+        ("Augmentation", f"{config.get('augmentation', NA)} (crop padding {config.get('crop_padding', NA)})"),
+        ("Training length", epochs),
+        ("Per-device batch", _value(config, "per_device_train_batch_size")),
+        ("Gradient accumulation steps", _value(config, "gradient_accumulation_steps")),
+        ("Processes", _value(results, "num_processes")),
+        ("Effective batch", _value(results, "global_batch_size")),
+        ("Precision", _precision(results.get("mixed_precision") or config.get("mixed_precision"))),
+        ("Pinned memory", _pinned(config, results)),
+        ("Data pipeline", f"{config.get('data_pipeline', NA)}, {config.get('dataloader_num_workers', NA)} workers"),
+        ("Optimizer", optimizer),
+        ("Learning rate", f"{_value(config, 'learning_rate')} peak, weight decay {_value(config, 'weight_decay')}"),
+        ("Schedule", schedule),
+        ("Label smoothing", _value(config, "label_smoothing_factor")),
+        ("Seed", _value(config, "seed")),
+    ]
+    if results.get("skipped_updates"):
+        rows.append(("Skipped updates (non-finite fp16 gradients)", _value(results, "skipped_updates")))
+    return rows
+
+
+def _precision(value: Any) -> str:
+    return {None: NA, "no": "fp32 (no mixed precision)"}.get(value, f"{value} mixed precision")
+
+
+def _pinned(config: dict[str, Any], results: dict[str, Any]) -> str:
+    pinned = config.get("dataloader_pin_memory")
+    if pinned and results.get("device") == "cpu":
+        return "false (a CPU run pins nothing)"
+    return _number(pinned)
+
+
+def _preprocessing(facts: dict[str, Any]) -> str:
+    if not facts.get("mean"):
+        return NA
+    mean = ", ".join(f"{value:.4f}" for value in facts["mean"])
+    std = ", ".join(f"{value:.4f}" for value in facts.get("std", ()))
+    return f"RGB, {facts.get('interpolation', 'bilinear')} resize, mean ({mean}), std ({std})"
+
+
+def _images_per_second(value: Any) -> str:
+    return f"{value:,.0f} images/s" if isinstance(value, (int, float)) else NA
+
+
+def _speed_rows(results: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("Training time", _duration(results.get("train_runtime"))),
+        ("Throughput", _images_per_second(results.get("train_samples_per_second"))),
+    ]
+    if "steady_samples_per_second" in results:
+        warmup = config.get("throughput_warmup_steps")
+        label = f"Steady-state throughput (after {warmup} warm-up updates)" if warmup else "Steady-state throughput"
+        rows.append((label, _images_per_second(results["steady_samples_per_second"])))
+    if isinstance(results.get("data_wait_fraction"), (int, float)):
+        rows.append(("Time waiting for data", _percent(results["data_wait_fraction"])))
+    if isinstance(results.get("peak_memory_mb"), (int, float)) and results["peak_memory_mb"] > 0:
+        what = "Peak process memory (RSS)" if results.get("device") == "cpu" else "Peak device memory"
+        rows.append((what, f"{results['peak_memory_mb'] / 1024:,.1f} GiB"))
+    rows.append(("Device", f"{results.get('device', NA)} x {results.get('num_processes', NA)} process(es)"))
+    rows.append(("Precision", _precision(results.get("mixed_precision"))))
+    return rows
+
+
+def _reproduce_command(results: dict[str, Any]) -> str:
+    processes = results.get("num_processes")
+    topology = f"--multi_gpu --num_processes {processes} " if isinstance(processes, int) and processes > 1 else ""
+    return f"accelerate launch {topology}recipes/train.py --config config.yaml"
+
+
+def _limitations(config: dict[str, Any], facts: dict[str, Any], run: dict[str, Any], has_test: bool) -> list[str]:
+    size = facts.get("input_size")
+    notes = [
+        f"Trained and evaluated only on {run['dataset']} ({len(facts['label_names'])} classes"
+        + (f", {size} x {size} px inputs" if size else "")
+        + "): it predicts one of these classes for any image, and its accuracy says nothing about other data.",
+        "One training run with one seed: the numbers carry seed-to-seed variation of a few tenths of a percent "
+        "or more.",
+    ]
+    if not has_test:
+        notes.append(
+            "The dataset had no test split: the results are on the validation split, which also chose the "
+            "checkpoint (metric_for_best_model), so they are optimistic."
+        )
+    if not _is_hub_id(str(config.get("dataset_name") or "")):
+        notes.append(
+            f"The dataset was a local copy (`{config.get('dataset_name')}`): set `--dataset_name` to your own copy "
+            "to reproduce."
+        )
+    notes.append("No evaluation of robustness, calibration or fairness was done.")
+    return notes
+
+
+def read_run(output_dir: str | Path) -> dict[str, Any]:
+    """What the card needs from a run folder; missing files give empty values."""
+    folder = Path(output_dir)
+    config = _read_yaml(folder / "config.yaml")
+    dataset = str(config.get("dataset_name") or "")
+    return {
+        "folder": folder,
+        "name": Path(str(config.get("output_dir") or folder)).name or folder.resolve().name,
+        "config": config,
+        "results": _read_json(folder / "all_results.json"),
+        "model": _model_facts(_read_json(folder / "model" / "config.json")),
+        "dataset": _dataset_short_name(dataset) if dataset else "an unnamed dataset",
+        "has_curves": (folder / "learning_curves.png").is_file(),
+        "has_tensorboard": bool(tensorboard_files(folder)),
+    }
+
+
+def render_model_card(output_dir: str | Path, repo_id: str | None = None, license: str = DEFAULT_LICENSE) -> ModelCard:
+    """The card of the run in ``output_dir``; ``repo_id`` (``me/name``) fills the loading snippets."""
+    if not TEMPLATE.is_file():
+        raise FileNotFoundError(
+            f"the model card template '{TEMPLATE}' is missing; install accel-recipes from a checkout (pip install -e .)"
+        )
+    run = read_run(output_dir)
+    config, results, facts = run["config"], run["results"], run["model"]
+    repo = repo_id or config.get("hub_model_id") or run["name"]
+    if "/" not in repo:
+        repo = f"<your-username>/{repo}"
+    has_test = any(key.startswith("test_") for key in results)
+    loader = "accel_recipes" if facts["small_image_stem"] else facts["library"]
+    return ModelCard.from_template(
+        _card_data(run, repo_id, license),
+        template_path=str(TEMPLATE),
+        title=repo.split("/")[-1],
+        repo_id=repo,
+        architecture=facts.get("architecture") or NA,
+        library=facts["library"],
+        loader=loader,
+        dataset=run["dataset"],
+        dataset_id=config.get("dataset_name") or NA,
+        origin="fine-tuned from pretrained weights" if config.get("pretrained") else "trained from scratch",
+        labels=facts["label_names"],
+        results=_results_rows(results),
+        has_test=has_test,
+        setup=_setup_rows(config, results, facts),
+        speed=_speed_rows(results, config),
+        has_curves=run["has_curves"],
+        has_tensorboard=run["has_tensorboard"],
+        command=_reproduce_command(results),
+        pushes_to_hub=bool(config.get("push_to_hub")),
+        limitations=_limitations(config, facts, run, has_test),
+    )
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, license: str = DEFAULT_LICENSE) -> Path:
+    """Render the card into ``output_dir/model/README.md`` (atomically) and copy the learning curves and
+    config.yaml beside it; returns the card's path."""
+    folder = Path(output_dir)
+    model_dir = folder / "model"
+    if not (model_dir / "config.json").is_file():
+        raise RunFolderError(f"'{model_dir}' holds no exported model (config.json); the card describes one")
+    card = render_model_card(folder, repo_id, license)
+    for name in COPIED_INTO_MODEL:
+        if (folder / name).is_file():
+            _copy_atomic(folder / name, model_dir / name)
+    target = model_dir / "README.md"
+    temporary = target.with_name(".README.md.tmp")
+    card.save(temporary)
+    os.replace(temporary, target)
+    return target

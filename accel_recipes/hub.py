@@ -1,0 +1,330 @@
+"""Push a run to the Hugging Face Hub: the model folder with its card at the repository root, the metrics beside it.
+
+What a repository gets from ``push_run``: every file of ``model/`` (weights, config.json, README.md card,
+learning_curves.png, config.yaml), ``all_results.json`` and ``metrics.jsonl``, and the TensorBoard event files
+under ``runs/``, which the Hub shows as training metrics; all in one commit. ``BackgroundPusher`` (hub_strategy
+``every_save``) sends each checkpoint's weights to ``last-checkpoint/`` from a worker thread.
+
+The token is whatever huggingface_hub finds (``HF_TOKEN``, or ``hf auth login``'s stored one); it is never written
+to a file, a log or a card, and it is removed from any error message. Without a token or a network the push
+fails in seconds with a ``HubError`` that says what failed and the command that retries it; nothing on disk is
+changed by a failed push.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from accel_recipes.card import check_run_folder, tensorboard_files, write_model_card
+from accel_recipes.config import RecipeArguments
+from accel_recipes.data.sources import _hub_offline, _hub_reachable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_MESSAGE = "Upload image classifier trained with accel-recipes"
+ROOT_FILES = ("all_results.json", "metrics.jsonl", "config.yaml")
+TENSORBOARD_PREFIX = "runs"
+CHECKPOINT_PREFIX = "last-checkpoint"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+class HubError(RuntimeError):
+    """A push that failed; the message says what failed and the exact command that retries it."""
+
+    def __init__(self, reason: str, output_dir: str | Path, repo_id: str, private: bool = False) -> None:
+        self.reason = reason
+        self.retry_command = retry_command(output_dir, repo_id, private)
+        super().__init__(
+            f"could not push '{output_dir}' to the Hub repository '{repo_id}': {reason}. Every file of the run is "
+            f"still in '{output_dir}'; to push it later: {self.retry_command}"
+        )
+
+
+def retry_command(output_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    command = f"python recipes/push.py {shlex.quote(str(output_dir))} --hub_model_id {shlex.quote(repo_id)}"
+    return command + (" --private" if private else "")
+
+
+def default_repo_id(hub_model_id: str | None, output_dir: str | Path) -> str:
+    """``hub_model_id``, else the run folder's name (created in the namespace of the token's user)."""
+    return hub_model_id or Path(output_dir).resolve().name
+
+
+def push_problem(token: str | None = None) -> str | None:
+    """Why a push cannot work right now (no token, offline, no network), found in seconds; None if it may."""
+    from huggingface_hub import constants, get_token
+
+    if not (token or get_token()):
+        return "no Hugging Face token was found; log in with `hf auth login`, or set HF_TOKEN to a write token"
+    if _hub_offline():
+        return "HF_HUB_OFFLINE is set; unset it to push"
+    if not _hub_reachable():
+        return f"no network connection to the Hugging Face Hub ({constants.ENDPOINT} does not answer)"
+    return None
+
+
+def _describe(error: Exception, repo_id: str, token: str | None) -> str:
+    """What failed, in words, without the token."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, HfHubHTTPError) and status == 401:
+        reason = "the Hub rejected the token (HTTP 401); log in again with `hf auth login` or set HF_TOKEN"
+    elif isinstance(error, HfHubHTTPError) and status == 403:
+        reason = (
+            f"permission denied (HTTP 403): the token cannot write to '{repo_id}'; use a token with write access "
+            "to that namespace"
+        )
+    elif isinstance(error, HfHubHTTPError) and status is not None:
+        reason = f"the Hub answered HTTP {status}: {first_line}"
+    else:
+        reason = f"the upload failed ({type(error).__name__}: {first_line}); check the network connection"
+    return reason.replace(token, "<token>") if token else reason
+
+
+def _resolved_token(token: str | None) -> str | None:
+    from huggingface_hub import get_token
+
+    return token or get_token()
+
+
+def upload_plan(output_dir: str | Path) -> dict[str, Path]:
+    """``{path in the repository: local file}`` of what ``push_run`` uploads."""
+    folder = Path(output_dir)
+    plan: dict[str, Path] = {}
+    for file in sorted((folder / "model").rglob("*")):
+        relative = file.relative_to(folder / "model")
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            plan[relative.as_posix()] = file
+    for name in ROOT_FILES:
+        if (folder / name).is_file():
+            plan.setdefault(name, folder / name)
+    for file in tensorboard_files(folder):
+        plan[f"{TENSORBOARD_PREFIX}/{file.relative_to(folder).as_posix()}"] = file
+    return plan
+
+
+def push_run(
+    output_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+) -> str:
+    """Render the card for ``repo_id`` and upload the run in one commit; returns the repository's URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = check_run_folder(output_dir)
+    problem = push_problem(token)
+    if problem:
+        raise HubError(problem, output_dir, repo_id, private)
+    resolved = _resolved_token(token)
+    api = HfApi(token=token)
+    try:
+        repo_url = api.create_repo(repo_id, private=private or None, exist_ok=True)
+    except Exception as error:  # the network boundary: every failure becomes one clear HubError
+        raise HubError(_describe(error, repo_id, resolved), output_dir, repo_id, private) from None
+    full_id = getattr(repo_url, "repo_id", None) or repo_id  # 'name' alone lands in the user's namespace
+    write_model_card(folder, full_id)
+    operations = [
+        CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file)) for path, file in upload_plan(folder).items()
+    ]
+    try:
+        api.create_commit(full_id, operations, commit_message=commit_message)
+    except Exception as error:
+        raise HubError(_describe(error, repo_id, resolved), output_dir, repo_id, private) from None
+    return str(repo_url)
+
+
+# ---- hub_strategy every_save ----------------------------------------------------------------------------------
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link survives checkpoint rotation deleting the source; copy where links are not possible."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _strip_wrapper_prefixes(file: Path) -> None:
+    """accelerate saves the state of the prepared model; drop DDP/compile prefixes so the keys are the model's."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(file), framework="pt") as handle:
+        keys = list(handle.keys())
+    if not any(key.startswith(WRAPPER_PREFIXES) for key in keys):
+        return
+    state = load_file(str(file))
+    for prefix in WRAPPER_PREFIXES:
+        state = {key.removeprefix(prefix): value for key, value in state.items()}
+    file.unlink()  # a hard link: write a new file rather than through the link into the checkpoint
+    save_file(state, str(file), metadata={"format": "pt"})
+
+
+class BackgroundPusher:
+    """Pushes each checkpoint's model weights (plus metrics so far) to ``last-checkpoint/`` on one worker thread.
+
+    ``submit`` only links files into a hidden staging folder, so training never waits on the network. The queue
+    holds one checkpoint: a newer one replaces a checkpoint still waiting. Failures are logged, never raised.
+    """
+
+    def __init__(self, output_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None):
+        self.output_dir = Path(output_dir)
+        self.repo_id = repo_id
+        self.private = private
+        self.token = token
+        self.pushed: list[str] = []
+        self.failures: list[str] = []
+        self._pending: tuple[str, Path] | None = None
+        self._closed = False
+        self._repo_ready = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="hub-pusher", daemon=True)
+        self._thread.start()
+
+    def submit(self, checkpoint: str | Path) -> None:
+        """Queue ``checkpoint`` (a folder written by ``accelerator.save_state``); returns at once."""
+        checkpoint = Path(checkpoint)
+        staging = self._stage(checkpoint)
+        with self._condition:
+            if self._closed:
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            if self._pending is not None:
+                shutil.rmtree(self._pending[1], ignore_errors=True)  # newest wins
+            self._pending = (checkpoint.name, staging)
+            self._condition.notify()
+
+    def close(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop taking checkpoints; with ``wait``, finish the push under way and the one queued."""
+        with self._condition:
+            self._closed = True
+            if not wait and self._pending is not None:
+                shutil.rmtree(self._pending[1], ignore_errors=True)
+                self._pending = None
+            self._condition.notify()
+        if wait:
+            self._thread.join(timeout)
+
+    def _stage(self, checkpoint: Path) -> Path:
+        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+        for file in checkpoint.glob("*.safetensors"):
+            _link_or_copy(file, staging / CHECKPOINT_PREFIX / file.name)
+        if (checkpoint / "training_state.json").is_file():
+            shutil.copy2(checkpoint / "training_state.json", staging / CHECKPOINT_PREFIX / "training_state.json")
+        for name in ROOT_FILES:  # small, and metrics.jsonl grows: a copy is a consistent snapshot
+            if (self.output_dir / name).is_file():
+                shutil.copy2(self.output_dir / name, staging / name)
+        for file in tensorboard_files(self.output_dir):
+            target = staging / TENSORBOARD_PREFIX / file.relative_to(self.output_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target)
+        return staging
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                while self._pending is None and not self._closed:
+                    self._condition.wait()
+                if self._pending is None:
+                    return
+                name, staging = self._pending
+                self._pending = None
+            try:
+                self._push(name, staging)
+                self.pushed.append(name)
+                logger.info("pushed %s to the Hub repository %s", name, self.repo_id)
+            except Exception as error:  # a worker thread must not die: log and wait for the next checkpoint
+                self.failures.append(name)
+                reason = error.reason if isinstance(error, HubError) else f"{type(error).__name__}: {error}"
+                logger.warning("could not push %s to %s (training goes on): %s", name, self.repo_id, reason)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _push(self, name: str, staging: Path) -> None:
+        from huggingface_hub import HfApi
+
+        problem = push_problem(self.token)
+        if problem:
+            raise HubError(problem, self.output_dir, self.repo_id, self.private)
+        api = HfApi(token=self.token)
+        try:
+            for file in (staging / CHECKPOINT_PREFIX).glob("*.safetensors"):
+                _strip_wrapper_prefixes(file)
+            if not self._repo_ready:
+                repo_url = api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
+                self.repo_id = getattr(repo_url, "repo_id", None) or self.repo_id
+                self._repo_ready = True
+            api.upload_folder(repo_id=self.repo_id, folder_path=staging, commit_message=f"Training in progress: {name}")
+        except Exception as error:  # the network boundary, on a worker thread: log, never crash training
+            reason = _describe(error, self.repo_id, _resolved_token(self.token))
+            raise HubError(reason, self.output_dir, self.repo_id, self.private) from None
+
+
+@contextmanager
+def checkpoint_pusher(args: RecipeArguments, is_main_process: bool) -> Iterator[Callable[[Path], None] | None]:
+    """For ``train``: warn now if the push at the end cannot work, and with hub_strategy every_save give the
+    ``on_checkpoint`` callback of ``fit``; on leaving, wait for the last checkpoint push (drop it on an error)."""
+    if not (args.push_to_hub and is_main_process):
+        yield None
+        return
+    problem = push_problem()
+    if problem:
+        print(f"warning: push_to_hub is set but pushing cannot work now: {problem}; training goes on", file=sys.stderr)
+    if args.hub_strategy != "every_save":
+        yield None
+        return
+    repo_id = default_repo_id(args.hub_model_id, args.output_dir)
+    pusher = BackgroundPusher(args.output_dir, repo_id, private=args.hub_private_repo)
+    finished = False
+    try:
+        yield pusher.submit
+        finished = True
+    finally:
+        pusher.close(wait=finished)
+
+
+# ---- recipes/push.py ------------------------------------------------------------------------------------------
+
+
+def push_main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 pushed, 2 not a run folder, 3 the push failed (the message says why and how to retry)."""
+    import argparse
+
+    import yaml
+
+    from accel_recipes.card import RunFolderError
+
+    parser = argparse.ArgumentParser(description="Push a finished run (model folder, card, metrics) to the Hub.")
+    parser.add_argument("output_dir", help="the run folder recipes/train.py wrote (e.g. runs/cifar10-resnet50)")
+    parser.add_argument("--hub_model_id", help="repository id, e.g. me/cifar10-resnet50 (default: the run's)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--commit_message", default=DEFAULT_COMMIT_MESSAGE)
+    args = parser.parse_args(argv)
+    try:
+        folder = check_run_folder(args.output_dir)
+        recorded = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        repo_id = default_repo_id(args.hub_model_id or recorded.get("hub_model_id"), folder)
+        private = args.private or bool(recorded.get("hub_private_repo"))
+        url = push_run(folder, repo_id, private=private, commit_message=args.commit_message)
+    except (RunFolderError, yaml.YAMLError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    print(f"pushed {folder} to {url}")
+    return 0
