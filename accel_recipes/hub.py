@@ -26,7 +26,7 @@ from pathlib import Path
 
 from accel_recipes.card import check_run_folder, tensorboard_files, write_model_card
 from accel_recipes.config import RecipeArguments
-from accel_recipes.data.sources import _hub_offline, _hub_reachable
+from accel_recipes.hub_access import hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def push_problem(token: str | None = None) -> str | None:
 
     if not (token or get_token()):
         return "no Hugging Face token was found; log in with `hf auth login`, or set HF_TOKEN to a write token"
-    if _hub_offline():
+    if hub_offline():
         return "HF_HUB_OFFLINE is set; unset it to push"
-    if not _hub_reachable():
+    if not hub_reachable():
         return f"no network connection to the Hugging Face Hub ({constants.ENDPOINT} does not answer)"
     return None
 

@@ -18,25 +18,21 @@ import difflib
 import inspect
 import json
 import logging
-import os
-import socket
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from accel_recipes.config import RecipeArguments
+from accel_recipes.hub_access import hub_unreachable_reason
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_IMAGE_MAX = 64  # at or below this many pixels, from scratch: CIFAR stem, small ViT patches
-HUB_PROBE_TIMEOUT_S = 3.0
 TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TIMM_VIT_MODULES = ("vision_transformer", "deit")  # timm modules whose models take img_size and patch_size
 TRANSFORMERS_VIT_TYPES = ("vit", "deit", "vit_msn", "dinov2", "beit", "data2vec-vision")  # config.patch_size is a ViT's
@@ -179,40 +175,6 @@ def resolve_library(name: str, requested: str) -> str:
 # ---- the Hub, failing fast -------------------------------------------------------------------------------------
 
 
-def _hub_offline() -> bool:
-    """Offline mode, read now: huggingface_hub reads the variables only when it is imported."""
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return constants.HF_HUB_OFFLINE or any(flag.strip().lower() in {"1", "true", "yes", "on"} for flag in flags)
-
-
-def _unreachable_reason(url: str | None = None) -> str | None:
-    """Why ``url`` (default: the Hub endpoint) cannot be reached, found in at most a few seconds; None if it can."""
-    from huggingface_hub import constants
-
-    if _hub_offline():
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct connection says nothing; the download itself will tell
-    parsed = urlparse(url or constants.ENDPOINT)
-    host = parsed.hostname or ""
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    errors: list[str | None] = []
-
-    def probe() -> None:  # in a thread: the socket timeout does not bound the DNS lookup
-        try:
-            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-            errors.append(None)
-        except OSError as error:
-            errors.append(f"cannot connect to {host}:{port} ({error})")
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(HUB_PROBE_TIMEOUT_S + 0.5)
-    return errors[0] if errors else f"no answer from {host}:{port} within {HUB_PROBE_TIMEOUT_S:.0f} s"
-
-
 def _unreachable_error(name: str, what: str, reason: str) -> ModelError:
     return ModelError(
         f"cannot get {what} of '{name}': the Hugging Face Hub is unreachable ({reason}) and the local cache "
@@ -226,7 +188,7 @@ def _hub_file(repo_id: str, filenames: Sequence[str], cache_dir: str | None, nam
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    reason = _unreachable_reason()
+    reason = hub_unreachable_reason()
     for filename in filenames:
         try:
             return hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=reason is not None)
@@ -246,7 +208,7 @@ def _transformers_local_only(name: str, cache_dir: str | None, what: str) -> boo
     """True when the Hub is unreachable but the config is cached (load from the cache only); raise if not cached."""
     from huggingface_hub import try_to_load_from_cache
 
-    reason = _unreachable_reason()
+    reason = hub_unreachable_reason()
     if reason is None:
         return False
     try:
@@ -403,7 +365,7 @@ def _timm_registry_weights(name: str, cfg: dict[str, Any], cache_dir: str | None
         filenames = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else TIMM_WEIGHT_FILES
         return {"file": _hub_file(hub_id, filenames, cache_dir, name, "the pretrained weights")}
     if hub_id or cfg.get("url"):
-        reason = _unreachable_reason(None if hub_id else cfg["url"])
+        reason = hub_unreachable_reason(None if hub_id else cfg["url"])
         if reason is not None:
             raise _unreachable_error(name, "the pretrained weights", reason)
         return None  # timm downloads them itself

@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 from accel_recipes.data import make_transform
-from accel_recipes.data.sources import IMAGE_EXTENSIONS, _hub_offline, _hub_reachable, _looks_like_path
+from accel_recipes.data.sources import IMAGE_EXTENSIONS, _looks_like_path
 from accel_recipes.engine import Normalizer
 from accel_recipes.export import load_model_folder
+from accel_recipes.hub_access import hub_offline, hub_reachable
 from accel_recipes.models import ModelError, logits_of
 
 DOWNLOADED_FILES = ["*.json", "*.safetensors"]  # config, image processor, weights: never a pickle
@@ -58,7 +59,7 @@ def _download(repo_id: str, cache_dir: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    reason = "HF_HUB_OFFLINE is set" if _hub_offline() else None if _hub_reachable() else "no network connection"
+    reason = "HF_HUB_OFFLINE is set" if hub_offline() else None if hub_reachable() else "no network connection"
     try:
         folder = snapshot_download(
             repo_id, allow_patterns=DOWNLOADED_FILES, cache_dir=cache_dir, local_files_only=reason is not None

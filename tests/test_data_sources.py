@@ -23,6 +23,7 @@ from datagen import (
 )
 from PIL import Image
 
+from accel_recipes import hub_access
 from accel_recipes.config import RecipeArguments
 from accel_recipes.data import DataBundle, DataError, build_data, sources
 from accel_recipes.data.sources import load_source, png_bytes
@@ -206,7 +207,7 @@ def test_hub_unreachable_in_offline_mode_fails_fast_with_a_way_forward(tmp_path,
 def test_hub_unreachable_online_does_not_wait_for_retries(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
 
     def never(*args, **kwargs):
         raise AssertionError("load_dataset must not be called when the Hub is unreachable")
@@ -219,15 +220,15 @@ def test_hub_unreachable_online_does_not_wait_for_retries(tmp_path, monkeypatch)
 def test_hub_probe_gives_up_within_its_timeout(monkeypatch):
     # On this machine the Hub is never reachable; wherever it is, the probe must still answer in time.
     start = time.perf_counter()
-    sources._hub_reachable(timeout=2.0)
+    hub_access.hub_reachable(timeout=2.0)
     assert time.perf_counter() - start < 4
 
 
 def test_hub_dataset_that_does_not_exist_is_told_apart(monkeypatch):
     from datasets.exceptions import DatasetNotFoundError
 
-    monkeypatch.setattr(sources, "_hub_offline", lambda: False)
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(sources, "hub_offline", lambda: False)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
 
     def not_found(name, *args, **kwargs):
         raise DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub or cannot be accessed.")

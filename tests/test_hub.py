@@ -71,8 +71,8 @@ def online(monkeypatch, tmp_path) -> FakeHub:
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "_hub_offline", lambda: False)
-    monkeypatch.setattr(hub, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     return FakeHub().install(monkeypatch)
 
 
@@ -137,7 +137,7 @@ def test_the_token_is_written_nowhere(online, run, caplog, capsys):
 
 
 def test_without_network_push_fails_fast_with_the_retry_command_and_changes_nothing(online, run, monkeypatch):
-    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     before = hashes(run)
     with pytest.raises(HubError) as raised:
         push_run(run, "me/cifar10-vit")
@@ -158,7 +158,7 @@ def test_without_a_token_push_says_how_to_log_in(online, run, monkeypatch):
 
 
 def test_offline_mode_is_reported(online, run, monkeypatch):
-    monkeypatch.setattr(hub, "_hub_offline", lambda: True)
+    monkeypatch.setattr(hub, "hub_offline", lambda: True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
         push_run(run, "me/x")
 
@@ -214,7 +214,7 @@ def test_push_script_on_a_folder_that_is_not_a_run_says_what_is_missing(online, 
 
 
 def test_push_script_without_network_exits_3_with_the_retry_command(online, run, monkeypatch, capsys):
-    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     assert push_main([str(run), "--hub_model_id", "me/x", "--private"]) == 3
     assert f"python recipes/push.py {run} --hub_model_id me/x --private" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import datasets
 import huggingface_hub
 import pytest
 import timm
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import EfficientNetConfig, ResNetConfig, ViTConfig, ViTImageProcessor
 
-from accel_recipes import models
+from accel_recipes import hub_access
 from accel_recipes.config import RecipeArguments
 from accel_recipes.models import ModelError, build_model, logits_of, resolve_library
 
@@ -230,16 +231,18 @@ def test_pretrained_without_the_hub_fails_fast_and_says_what_to_do(name, monkeyp
 
 
 def test_no_network_is_found_in_seconds_without_offline_mode(monkeypatch, tmp_path):
-    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    offline_flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    for variable in (*offline_flags, "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read when imported: CI may set it
 
     def no_network(*args, **kwargs):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(models.socket, "create_connection", no_network)
+    monkeypatch.setattr(hub_access.socket, "create_connection", no_network)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     start = time.perf_counter()
-    with pytest.raises(ModelError, match="unreachable .cannot connect to huggingface.co:443"):
+    with pytest.raises(ModelError, match="unreachable .no network connection to huggingface.co:443"):
         build("google/vit-base-patch16-224", pretrained=True, cache_dir=str(tmp_path))
     assert time.perf_counter() - start < 5
 

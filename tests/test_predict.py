@@ -171,8 +171,8 @@ def test_a_hub_id_is_downloaded_as_json_and_safetensors_only(runs, monkeypatch):
         calls.append((repo_id, kwargs))
         return str(runs["test_vit"] / "model")
 
-    monkeypatch.setattr(predict, "_hub_offline", lambda: False)
-    monkeypatch.setattr(predict, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(predict, "hub_offline", lambda: False)
+    monkeypatch.setattr(predict, "hub_reachable", lambda: True)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     assert resolve_model("me/cifar10-vit") == runs["test_vit"] / "model"
     [(repo_id, kwargs)] = calls
@@ -181,8 +181,8 @@ def test_a_hub_id_is_downloaded_as_json_and_safetensors_only(runs, monkeypatch):
 
 
 def test_a_hub_id_without_network_fails_fast_and_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(predict, "_hub_offline", lambda: False)
-    monkeypatch.setattr(predict, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(predict, "hub_offline", lambda: False)
+    monkeypatch.setattr(predict, "hub_reachable", lambda: False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     code, _, err = run_main(capsys, "--model", "me/cifar10-vit", str(tmp_path), "--cache_dir", str(tmp_path / "cache"))
     assert code == 2

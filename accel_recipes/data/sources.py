@@ -13,13 +13,13 @@ import os
 import pickle
 import re
 import struct
-import threading
 import zlib
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from ..hub_access import hub_offline, hub_reachable
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ FASHION_MNIST_NAMES = [
 ]  # fmt: skip
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 SPLIT_WORDS = {"train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval"}
-HUB_PROBE_SECONDS = 5.0
 
 
 def load_source(
@@ -57,35 +56,6 @@ def _looks_like_path(name: str) -> bool:
 # ---- Hub ---------------------------------------------------------------------------------------------------------
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(datasets.config.HF_HUB_OFFLINE or constants.HF_HUB_OFFLINE)
-
-
-def _hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
-    """One quick request to the Hub endpoint, so an offline machine fails in seconds, not after minutes of retries.
-
-    Runs in a thread because name resolution is not covered by the HTTP client's own timeout.
-    """
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            get_session().head(constants.ENDPOINT, timeout=timeout)
-            answered.append(True)
-        except Exception:  # any failure to get an answer means "not reachable"; the reason is not needed here
-            answered.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1)
-    return bool(answered and answered[0])
-
-
 def _unreachable_error(name: str, reason: str, offline: bool) -> DataError:
     cache_tip = "" if offline else "; or, if the dataset is in your Hugging Face cache, set HF_HUB_OFFLINE=1"
     return DataError(
@@ -98,10 +68,10 @@ def _unreachable_error(name: str, reason: str, offline: bool) -> DataError:
 def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
     from datasets.exceptions import DatasetNotFoundError
 
-    offline = _hub_offline()
+    offline = hub_offline()
     # Offline mode goes straight to load_dataset, which then reads the local cache; online, probe first, because
     # load_dataset retries an unreachable Hub for about half a minute before it gives up.
-    if not offline and not _hub_reachable():
+    if not offline and not hub_reachable():
         raise _unreachable_error(name, "no network connection to the Hub", offline)
     try:
         loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
