@@ -52,6 +52,7 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, stat
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
     if accelerator.is_main_process:
         (temporary / "training_state.json").write_text(state_json)
         replace_dir(temporary, final)

@@ -27,7 +27,15 @@ from tqdm.auto import tqdm
 from accel_recipes.accumulation import TrainingPlan, accumulation_weight
 from accel_recipes.checkpoints import list_checkpoints, load_weights, save_checkpoint, save_weights
 from accel_recipes.config import RecipeArguments
-from accel_recipes.data import DataBundle, make_dataloader, make_transform, resolve_augmentation
+from accel_recipes.data import (
+    DataBundle,
+    ResidentLoader,
+    choose_pipeline,
+    decode_split,
+    make_dataloader,
+    make_transform,
+    resolve_augmentation,
+)
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec, logits_of
 from accel_recipes.optim import create_optimizer, create_scheduler
@@ -134,36 +142,21 @@ class Trainer:
     def _build(self) -> None:
         args, spec, data = self.args, self.spec, self.data
         self.augmentation = resolve_augmentation(args, spec.pretrained, spec.input_size, data.native_size)
-        transforms = {
-            train: make_transform(
-                train, self.augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
-            )
-            for train in (True, False)
-        }
-        batch_size, eval_batch_size = args.per_device_train_batch_size, args.per_device_eval_batch_size
-        train_loader = make_dataloader(
-            data.train, transforms[True], batch_size, shuffle=True, args=args, drop_last=True
-        )
-        validation_loader = make_dataloader(
-            data.validation, transforms[False], eval_batch_size, shuffle=False, args=args
-        )
         model = spec.model
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = create_optimizer(args, model)
-        self.model, self.optimizer, self.train_loader, self.validation_loader = self.accelerator.prepare(
-            model, optimizer, train_loader, validation_loader
-        )
-        self.test_loader = None
-        if data.test is not None:
-            test_loader = make_dataloader(data.test, transforms[False], eval_batch_size, shuffle=False, args=args)
-            self.test_loader = self.accelerator.prepare(test_loader)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.pipeline = choose_pipeline(args, data.train, data.native_size)
+        loaders = self._resident_loaders() if self.pipeline == "resident" else self._stream_loaders()
+        self.train_loader, self.validation_loader, self.test_loader = loaders
         if args.torch_compile:
             self.model = torch.compile(self.model)
         if len(self.train_loader) == 0:
             raise TrainingError(
                 f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
-                f"{batch_size} x {self.accelerator.num_processes} process(es); lower per_device_train_batch_size"
+                f"{args.per_device_train_batch_size} x {self.accelerator.num_processes} process(es); "
+                "lower per_device_train_batch_size"
             )
         self.plan = TrainingPlan.build(args, len(self.train_loader), self.accelerator.num_processes)
         # Not prepared by Accelerate on purpose: its wrapper steps the schedule once per process per update.
@@ -171,6 +164,52 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.normalizer = Normalizer(spec.mean, spec.std).to(self.accelerator.device)
         self.nonfinite_streak = torch.zeros((), dtype=torch.long, device=self.accelerator.device)
+
+    def _stream_loaders(self) -> tuple:
+        """Per-sample transforms through DataLoaders, prepared by Accelerate (sharding, device placement)."""
+        args, spec, data = self.args, self.spec, self.data
+        transforms = {
+            train: make_transform(
+                train, self.augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
+            )
+            for train in (True, False)
+        }
+        batch_size, eval_batch_size = args.per_device_train_batch_size, args.per_device_eval_batch_size
+        train = make_dataloader(data.train, transforms[True], batch_size, shuffle=True, args=args, drop_last=True)
+        validation = make_dataloader(data.validation, transforms[False], eval_batch_size, shuffle=False, args=args)
+        test = None
+        if data.test is not None:
+            test = make_dataloader(data.test, transforms[False], eval_batch_size, shuffle=False, args=args)
+        train, validation = self.accelerator.prepare(train, validation)
+        return train, validation, self.accelerator.prepare(test) if test is not None else None
+
+    def _resident_loaders(self) -> tuple:
+        """Each split decoded once (cached on disk), held on the device, augmented there in whole batches."""
+        args, spec, data, accelerator = self.args, self.spec, self.data, self.accelerator
+
+        def resident(split, batch_size: int, train: bool) -> ResidentLoader:
+            with accelerator.local_main_process_first():  # one process per machine decodes and writes the cache
+                images, labels = decode_split(split, data.native_size, args.cache_dir, args.skip_corrupt_images)
+            return ResidentLoader(
+                images,
+                labels,
+                batch_size,
+                train=train,
+                drop_last=train,
+                device=accelerator.device,
+                seed=args.seed,
+                augmentation=self.augmentation,
+                input_size=spec.input_size,
+                crop_padding=args.crop_padding,
+                interpolation=spec.interpolation,
+                process_index=accelerator.process_index,
+                num_processes=accelerator.num_processes,
+            )
+
+        train = resident(data.train, args.per_device_train_batch_size, train=True)
+        validation = resident(data.validation, args.per_device_eval_batch_size, train=False)
+        test = resident(data.test, args.per_device_eval_batch_size, train=False) if data.test is not None else None
+        return train, validation, test
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -185,7 +224,11 @@ class Trainer:
         self.model.train()
         self.train_loader.set_epoch(epoch)
         start = state.micro_in_epoch
-        loader = accelerator.skip_first_batches(self.train_loader, start) if start else self.train_loader
+        loader = self.train_loader
+        if start and isinstance(loader, ResidentLoader):
+            loader = loader.skip_first_batches(start)
+        elif start:
+            loader = accelerator.skip_first_batches(loader, start)
         window_loss = torch.zeros((), device=accelerator.device)
         segment_started = self.clock()
         batches = iter(loader)
@@ -365,7 +408,7 @@ class Trainer:
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
-            f"{self.num_classes} classes, augmentation {self.augmentation}\n"
+            f"{self.num_classes} classes, augmentation {self.augmentation}, {self.pipeline} data pipeline\n"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {args.per_device_train_batch_size} x "
             f"{args.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "

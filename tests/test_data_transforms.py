@@ -171,3 +171,17 @@ def test_loader_options_only_apply_with_workers():
     loader = make_dataloader(small_dataset(4), make_transform(False, "none", 32, 32), 2, False, args)
     assert loader.num_workers == 0 and not loader.persistent_workers and loader.prefetch_factor is None
     assert not loader.pin_memory
+
+
+def test_resized_crop_box_draws_exactly_torchvisions_boxes_from_a_generator():
+    from torchvision.transforms import RandomResizedCrop
+
+    from accel_recipes.data.transforms import RESIZED_CROP_RATIO, RESIZED_CROP_SCALE, resized_crop_box
+
+    image = Image.new("RGB", (40, 32))
+    torch.manual_seed(3)
+    scale, ratio = list(RESIZED_CROP_SCALE), list(RESIZED_CROP_RATIO)
+    theirs = [RandomResizedCrop.get_params(image, scale, ratio) for _ in range(50)]
+    generator = torch.Generator().manual_seed(3)
+    ours = [resized_crop_box(32, 40, generator) for _ in range(50)]
+    assert [tuple(box) for box in theirs] == ours

@@ -3,6 +3,18 @@
 from .bundle import DataBundle, build_data
 from .errors import DataError
 from .loaders import make_dataloader
+from .resident import ResidentLoader, choose_pipeline, decode_split, fits_in_memory
 from .transforms import make_transform, resolve_augmentation
 
-__all__ = ["DataBundle", "DataError", "build_data", "make_dataloader", "make_transform", "resolve_augmentation"]
+__all__ = [
+    "DataBundle",
+    "DataError",
+    "ResidentLoader",
+    "build_data",
+    "choose_pipeline",
+    "decode_split",
+    "fits_in_memory",
+    "make_dataloader",
+    "make_transform",
+    "resolve_augmentation",
+]

@@ -89,9 +89,8 @@ class TransformedDataset(Dataset):
             if self.skip_corrupt:
                 return None
             raise DataError(f"{error} (sample {index}); pass --skip_corrupt_images true to skip such images") from None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, epoch, index)) % 2**63)
-            return self.transform(image), label
+        generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) % 2**63)
+        return self.transform(image, generator), label
 
 
 def collate_batch(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:

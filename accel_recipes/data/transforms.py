@@ -2,7 +2,7 @@
 
 No float conversion and no normalisation here: batches stay uint8 (4x less to pin and copy), and the training engine
 normalises on the device as ``(x / 255 - mean) / std``. Randomness comes from torch's generator, which the
-loader seeds per sample from (seed, epoch, index), so augmentation is reproducible.
+loader passes per sample, seeded from (seed, epoch, index), so augmentation is reproducible.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import RandomResizedCrop
 
 from .errors import DataError
 
@@ -56,8 +55,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _flip(image: Image.Image) -> Image.Image:
-    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if torch.rand(1).item() < 0.5 else image
+def _flip(image: Image.Image, generator: torch.Generator | None) -> Image.Image:
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if _coin(generator) else image
+
+
+def _coin(generator: torch.Generator | None) -> bool:
+    return torch.rand(1, generator=generator).item() < 0.5
+
+
+def resized_crop_box(
+    height: int, width: int, generator: torch.Generator | None, attempts: int = 10
+) -> tuple[int, int, int, int]:
+    """``RandomResizedCrop.get_params`` (top, left, height, width) with the same algorithm, drawn from ``generator``."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(RESIZED_CROP_RATIO))
+    for _ in range(attempts):
+        target_area = area * torch.empty(1).uniform_(*RESIZED_CROP_SCALE, generator=generator).item()
+        aspect = torch.exp(
+            torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        ).item()
+        crop_width = round((target_area * aspect) ** 0.5)
+        crop_height = round((target_area / aspect) ** 0.5)
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = torch.randint(0, height - crop_height + 1, (1,), generator=generator).item()
+            left = torch.randint(0, width - crop_width + 1, (1,), generator=generator).item()
+            return top, left, crop_height, crop_width
+    # fallback to a central crop, as torchvision does
+    in_ratio = width / height
+    if in_ratio < RESIZED_CROP_RATIO[0]:
+        crop_width, crop_height = width, round(width / RESIZED_CROP_RATIO[0])
+    elif in_ratio > RESIZED_CROP_RATIO[1]:
+        crop_height, crop_width = height, round(height * RESIZED_CROP_RATIO[1])
+    else:
+        crop_width, crop_height = width, height
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
 def _to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
@@ -76,13 +107,14 @@ class ImageTransform:
     crop_padding: int = 4
     interpolation: str = "bilinear"
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``generator`` drives the random augmentation (torch's global one when None)."""
         image = to_rgb(image)
         if self.train and self.augmentation == "resized_crop":
-            return _to_tensor(_flip(self._resized_crop(image)))
+            return _to_tensor(_flip(self._resized_crop(image, generator), generator))
         image = self._resize(image)
         if self.train and self.augmentation == "crop_flip":
-            return _to_tensor(self._crop_flip(np.asarray(image)))
+            return _to_tensor(self._crop_flip(np.asarray(image), generator))
         return _to_tensor(image)
 
     def _resize(self, image: Image.Image) -> Image.Image:
@@ -90,21 +122,19 @@ class ImageTransform:
         size = (self.input_size, self.input_size)
         return image if image.size == size else image.resize(size, INTERPOLATIONS[self.interpolation])
 
-    def _resized_crop(self, image: Image.Image) -> Image.Image:
-        top, left, height, width = RandomResizedCrop.get_params(
-            image, list(RESIZED_CROP_SCALE), list(RESIZED_CROP_RATIO)
-        )
+    def _resized_crop(self, image: Image.Image, generator: torch.Generator | None) -> Image.Image:
+        top, left, height, width = resized_crop_box(image.height, image.width, generator)
         box = (left, top, left + width, top + height)
         return image.resize((self.input_size, self.input_size), INTERPOLATIONS[self.interpolation], box=box)
 
-    def _crop_flip(self, array: np.ndarray) -> np.ndarray:
+    def _crop_flip(self, array: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
         # Random crop of the reflect-padded image (the standard CIFAR augmentation), then a random horizontal flip.
         pad = self.crop_padding
         if pad > 0:
             array = np.pad(array, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        top, left = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+        top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
         array = array[top : top + self.input_size, left : left + self.input_size]
-        return array[:, ::-1] if torch.rand(1).item() < 0.5 else array
+        return array[:, ::-1] if _coin(generator) else array
 
 
 def make_transform(

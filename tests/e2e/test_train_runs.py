@@ -151,3 +151,27 @@ def test_unknown_flag_fails_with_the_closest_key(tmp_path):
     result = launch(["--output_dir", str(tmp_path / "x"), "--learnin_rate", "0.1"], check=False)
     assert result.returncode != 0
     assert "did you mean 'learning_rate'" in result.stderr
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_resident_data_pipeline_with_accumulation_and_mixed_precision(data_root, tmp_path, processes):
+    dataset = datagen.make_cifar_hub_dataset(data_root / f"resident{processes}", num_classes=10, train_per_class=12)
+    output_dir = tmp_path / "run"
+    result = launch(
+        common(
+            output_dir,
+            "--dataset_name", str(dataset),
+            "--model_name_or_path", "test_resnet",
+            "--data_pipeline", "resident",
+            "--gradient_accumulation_steps", "2",
+            "--mixed_precision", "bf16",
+            "--num_train_epochs", "2",
+            "--per_device_train_batch_size", str(8 // processes),
+        ),
+        processes=processes,
+    )  # fmt: skip
+    results = assert_complete_run(output_dir)
+    assert "resident data pipeline" in result.stdout
+    assert results["num_processes"] == processes
+    assert results["eval_samples"] == 12 and results["test_samples"] == 50  # every sample once, none padded in
+    assert results["train_updates"] == 14  # 108 images -> 13 micro-batches of 8 -> 7 updates per epoch

@@ -1,0 +1,133 @@
+"""The compute-only bound: how fast the arm's model trains when the input costs nothing.
+
+The same model (``build_model`` with the arm's arguments), the same optimizer, micro-batch, accumulation steps,
+precision (autocast dtype, fp16 loss scaling), memory format and TF32 setting, trained on random normalised
+images and labels already on the device. Warm-up steps are left out and the device is synchronised before the
+clock is read. An arm's throughput divided by this bound is the share of the device's speed its input pipeline
+lets it keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from accel_recipes.config import RecipeArguments
+from accel_recipes.models import build_model, logits_of
+from accel_recipes.optim import create_optimizer
+
+BOUND_FIELDS = (
+    "model_name_or_path",
+    "model_library",
+    "pretrained",
+    "small_image_stem",
+    "patch_size",
+    "image_size",
+    "drop_path_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "mixed_precision",
+    "tf32",
+    "channels_last",
+    "torch_compile",
+    "optim",
+)
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def bound_key(args: RecipeArguments) -> tuple:
+    """Arms whose compute is the same share one bound measurement."""
+    return tuple((name, getattr(args, name)) for name in BOUND_FIELDS)
+
+
+def default_device() -> torch.device:
+    """The device a one-process run trains on: the accelerator when there is one, else the CPU."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and accelerator.is_available():
+        return torch.device(accelerator.current_accelerator().type, 0)
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type != "cpu" and hasattr(torch, "accelerator"):
+        torch.accelerator.synchronize(device)
+
+
+@contextlib.contextmanager
+def _tf32(device: torch.device, enabled: bool) -> Iterator[None]:
+    """TF32 and cuDNN autotuning as the engine sets them, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def measure_bound(
+    args: RecipeArguments,
+    label_names: list[str],
+    input_size: int,
+    device: torch.device | None = None,
+    warmup_steps: int = 2,
+    min_seconds: float = 5.0,
+    max_steps: int = 50,
+) -> float:
+    """Training images per second of one device on device-resident tensors: ``k`` forward+backward passes of the
+    micro-batch and one optimizer step per update, timed over at least ``min_seconds`` (and 3 updates) after
+    ``warmup_steps`` untimed ones."""
+    device = device or default_device()
+    torch.manual_seed(args.seed)
+    # native_size = the run's input size: the builder then gives the model the run had (stem, patch, input).
+    spec = build_model(args, label_names, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), input_size)
+    model = spec.model.to(device).train()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = create_optimizer(args, model)
+    if args.torch_compile:
+        model = torch.compile(model)
+    micro, k = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    images = torch.randn(micro, 3, spec.input_size, spec.input_size, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    labels = torch.randint(0, len(label_names), (micro,), device=device)
+    dtype = AUTOCAST_DTYPES.get(args.mixed_precision or "no")
+    scaler = torch.amp.GradScaler(device.type) if args.mixed_precision == "fp16" else None
+
+    def update() -> None:
+        for _ in range(k):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = F.cross_entropy(logits_of(model(images)).float(), labels) / k
+            (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with _tf32(device, args.tf32):
+        for _ in range(max(warmup_steps, 1)):
+            update()
+        synchronize(device)
+        started = time.perf_counter()
+        update()
+        synchronize(device)
+        first = time.perf_counter() - started
+        steps = min(max_steps, max(3, math.ceil(min_seconds / max(first, 1e-6)))) - 1
+        started = time.perf_counter()
+        for _ in range(steps):
+            update()
+        synchronize(device)
+        elapsed = first + time.perf_counter() - started
+    return (steps + 1) * k * micro / elapsed

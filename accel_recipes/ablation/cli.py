@@ -1,0 +1,226 @@
+"""``python recipes/ablate.py``: run the arms, measure their bounds, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from accel_recipes.ablation.arms import AMP_DTYPES, BUILTIN_ARMS
+from accel_recipes.ablation.bound import BOUND_FIELDS, bound_key, default_device, measure_bound
+from accel_recipes.ablation.plan import Ablation, AblationOptions, arm_notes, held_fixed, plan_ablation
+from accel_recipes.ablation.report import Report, markdown_table, write_report
+from accel_recipes.ablation.runner import cpu_threads, run_all
+from accel_recipes.ablation.summary import RunRecord, summarize_all
+from accel_recipes.config import FIELDS, ConfigError
+from accel_recipes.models import RECIPE_KEY, ModelError
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
+OWN_FIELDS = ("output_dir", "overwrite_output_dir")  # recipe fields that mean the ablation's own folder here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Measure what gradient accumulation, mixed precision and pinned memory buy, alone and combined: "
+        "one clean `accelerate launch` per arm and repeat, then ablation.md/.csv/.json and two figures.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", help="YAML recipe every arm starts from")
+    parser.add_argument(
+        "--arms",
+        default="baseline,ga,amp,pin,all",
+        help=f"comma-separated: {', '.join(BUILTIN_ARMS)}, '+'-combinations (ga+amp), field:value settings "
+        "(channels_last:true) and NAME=SPEC definitions (resident=data_pipeline:resident); default: %(default)s",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per arm (default: %(default)s)")
+    parser.add_argument("--output_dir", help="where the runs and the report go (default: runs/ablate-<recipe>)")
+    parser.add_argument("--overwrite_output_dir", default="false", help="run again into a non-empty output_dir")
+    parser.add_argument("--target_accuracy", type=float, help="report the training time to this validation accuracy")
+    parser.add_argument(
+        "--launch_args",
+        default="",
+        help="arguments of `accelerate launch` for every run, quoted: --launch_args='--multi_gpu --num_processes 2' "
+        "(default: one process)",
+    )
+    parser.add_argument(
+        "--amp_dtype", choices=AMP_DTYPES, help="precision of `amp` (default: fp16 on GPU, bf16 on CPU)"
+    )
+    parser.add_argument("--ga_steps", type=int, help="micro-batches of `ga` (default: the recipe's, or 2)")
+    parser.add_argument(
+        "--bound_seconds", type=float, default=5.0, help="timed seconds per compute-only bound; 0 skips the bound"
+    )
+    parser.add_argument(
+        "--keep_weights", default="false", help="keep each run's checkpoints and model weights (default: deleted)"
+    )
+    fields = parser.add_argument_group("recipe fields", "any field of recipes/train.py, for every arm")
+    for name in FIELDS:
+        if name not in OWN_FIELDS:
+            fields.add_argument(f"--{name}", metavar="VALUE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.lower() in {"true", "yes", "1", "on"}:
+        return True
+    if value.lower() in {"false", "no", "0", "off"}:
+        return False
+    raise ConfigError(f"--{name} must be true or false, got {value!r}")
+
+
+def parse_options(argv: list[str]) -> AblationOptions:
+    namespace = vars(build_parser().parse_args(argv))
+    own = {key: namespace.pop(key) for key in list(namespace) if key not in FIELDS or key in OWN_FIELDS}
+    return AblationOptions(
+        config=own["config"],
+        arms=own["arms"],
+        repeats=own["repeats"],
+        output_dir=own["output_dir"],
+        overwrite_output_dir=_flag("overwrite_output_dir", own["overwrite_output_dir"]),
+        target_accuracy=own["target_accuracy"],
+        launch_args=own["launch_args"],
+        amp_dtype=own["amp_dtype"],
+        ga_steps=own["ga_steps"],
+        bound_seconds=own["bound_seconds"],
+        keep_weights=_flag("keep_weights", own["keep_weights"]),
+        recipe_overrides=namespace,
+    )
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, threads: int | None) -> dict[str, Any]:
+    import accelerate
+    import timm
+    import torch
+
+    done = next((record.results for record in records if record.ok), {})
+    device = done.get("device", default_device().type)
+    processes = done.get("num_processes", ablation.processes)
+    if device == "cpu":
+        device = f"CPU: {_cpu_name()}, {threads} thread(s) per process"
+    base = ablation.base
+    length = f"max_steps {base.max_steps}" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": f"{device}; {processes} process(es)",
+        "software": f"torch {torch.__version__}, accelerate {accelerate.__version__}, timm {timm.__version__}, "
+        f"Python {platform.python_version()}",
+        "model": f"{base.model_name_or_path} ({'pretrained' if base.pretrained else 'from scratch'})",
+        "data": base.dataset_name + (f", max_train_samples {base.max_train_samples}" if base.max_train_samples else ""),
+        "training": f"{length}, effective batch {ablation.context.effective_batch} per process, "
+        f"{base.dataloader_num_workers} loader worker(s), seed {base.seed}",
+        "repeats": f"{ablation.options.repeats} per arm, interleaved",
+    }
+
+
+def _run_info(record: RunRecord) -> tuple[list[str], int]:
+    """Label names and input size of a finished run, from its exported model folder."""
+    block = json.loads((record.output_dir / "model" / "config.json").read_text())[RECIPE_KEY]
+    return block["label_names"], int(block["preprocessing"]["input_size"])
+
+
+def measure_bounds(ablation: Ablation, records: list[RunRecord], threads: int | None) -> list[dict[str, Any]]:
+    """One bound per distinct compute (model, precision, micro-batch, accumulation...) among the arms that ran."""
+    import torch
+
+    device = default_device()
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    measured: dict[tuple, dict[str, Any]] = {}
+    for arm in ablation.arms:
+        run = next((record for record in records if record.arm == arm.name and record.ok), None)
+        if run is None:
+            continue
+        args = ablation.resolved(arm)
+        args.per_device_train_batch_size = run.results["per_device_train_batch_size"]  # as trained (OOM retries)
+        args.gradient_accumulation_steps = run.results["gradient_accumulation_steps"]
+        key = bound_key(args)
+        if key not in measured:
+            entry: dict[str, Any] = {"settings": {name: getattr(args, name) for name in BOUND_FIELDS}, "arms": []}
+            try:
+                labels, size = _run_info(run)
+                entry["images_per_second"] = measure_bound(
+                    args, labels, size, device, min_seconds=ablation.options.bound_seconds
+                )
+            except (ModelError, OSError, KeyError, RuntimeError) as error:
+                entry["images_per_second"], entry["error"] = None, str(error).splitlines()[0][:300]
+            measured[key] = entry
+        measured[key]["arms"].append(arm.name)
+        value = measured[key]["images_per_second"]
+        shown = f"{value:,.1f} images/s" if value else f"not measured ({measured[key].get('error')})"
+        print(
+            f"bound of {arm.name} ({args.mixed_precision}, {args.per_device_train_batch_size} x "
+            f"{args.gradient_accumulation_steps}): {shown}",
+            flush=True,
+        )
+    return list(measured.values())
+
+
+def run_notes(records: list[RunRecord]) -> list[str]:
+    notes = []
+    loads = [record.load_average for record in records if record.load_average is not None]
+    if loads:
+        notes.append(
+            f"The machine's 1-minute load average while the runs ran was {min(loads):.1f} to {max(loads):.1f} on "
+            f"{os.cpu_count()} logical CPU(s) (each run's own processes included; per run in ablation.json). Where it "
+            "exceeds the CPU count, other work competed for the cores and the throughputs are noisy."
+        )
+    if not any(record.ok for record in records if record.arm == "baseline"):
+        notes.append("every baseline run failed (see Failed runs): there is no speed-up to report")
+    return notes
+
+
+def run_ablation(options: AblationOptions, command: str) -> int:
+    device_type = default_device().type
+    ablation = plan_ablation(options, device_type)
+    threads = cpu_threads(ablation.processes) if device_type == "cpu" else None
+    ablation.output_dir.mkdir(parents=True, exist_ok=True)
+    runs = ablation.planned_runs()
+    print(f"{len(ablation.arms)} arm(s) x {options.repeats} repeat(s) into {ablation.output_dir}", flush=True)
+    records = run_all(runs, TRAIN_SCRIPT, options.launch_args, options.config, threads, None, options.keep_weights)
+    done = [record.results for record in records if record.ok]
+    ablation.processes = int(done[0].get("num_processes", ablation.processes)) if done else ablation.processes
+    skip = options.bound_seconds <= 0
+    bounds = [] if skip else measure_bounds(ablation, records, threads)
+    by_arm = {name: entry["images_per_second"] for entry in bounds for name in entry["arms"]}
+    rows = summarize_all(ablation.arms, records, by_arm, options.target_accuracy)
+    config_name = f"{Path(options.config).parent.name}/{Path(options.config).stem}" if options.config else "recipe"
+    report = Report(
+        title=f"Ablation: {config_name} ({ablation.base.model_name_or_path})",
+        setup=setup_facts(ablation, records, command, threads),
+        rows=rows,
+        held_fixed=held_fixed(ablation, device_type),
+        notes=arm_notes(ablation) + run_notes(records),
+        arms=[{"name": arm.name, "switches": arm.parts, "overrides": arm.overrides} for arm in ablation.arms],
+        bounds=bounds,
+        records=records,
+    )
+    out = ablation.output_dir
+    write_report(report, out)
+    print(f"\n{markdown_table(rows)}\n\nreport: {out / 'ablation.md'}", flush=True)
+    return 0 if all(record.ok for record in records) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "recipes/ablate.py", *argv])
+    try:
+        return run_ablation(parse_options(argv), command)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

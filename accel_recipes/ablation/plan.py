@@ -1,0 +1,153 @@
+"""What an ablation runs: its options, the recipe it starts from, one planned run per arm and repeat, and the
+statement of what every arm holds fixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accel_recipes.ablation.arms import Arm, ArmContext, effective_batch, parse_arms
+from accel_recipes.ablation.runner import PlannedRun, launched_processes
+from accel_recipes.config import ConfigError, RecipeArguments, load_recipe, make_args
+
+# Set for every run whatever the user passes: the runner owns the output folders, and an ablation never pushes.
+FORCED = {"overwrite_output_dir": True, "push_to_hub": False, "resume_from_checkpoint": None}
+# Set unless the user passes them: checkpoints cost disk and wall time and are not measured; no progress bars.
+DEFAULTS = {"save_strategy": "no", "disable_tqdm": True}
+LOG_POINTS = 25  # training-loss points per run in the learning curves when max_steps is given
+
+
+@dataclass
+class AblationOptions:
+    config: str | None
+    arms: str = "baseline,ga,amp,pin,all"
+    repeats: int = 3
+    output_dir: str | None = None
+    overwrite_output_dir: bool = False
+    target_accuracy: float | None = None
+    launch_args: str = ""
+    amp_dtype: str | None = None
+    ga_steps: int | None = None
+    bound_seconds: float = 5.0
+    keep_weights: bool = False
+    recipe_overrides: dict[str, str] = field(default_factory=dict)  # --field value pairs for every run
+
+
+@dataclass
+class Ablation:
+    options: AblationOptions
+    base: RecipeArguments  # the recipe with the user's overrides
+    context: ArmContext
+    arms: list[Arm]
+    output_dir: Path
+    processes: int
+
+    def run_overrides(self, arm: Arm, output_dir: Path) -> dict[str, Any]:
+        """The command-line fields of one run: defaults, then the user's, then the arm's, then the runner's."""
+        overrides: dict[str, Any] = dict(DEFAULTS)
+        if self.base.max_steps > 0 and "logging_steps" not in self.options.recipe_overrides:
+            overrides["logging_steps"] = max(1, min(self.base.logging_steps, self.base.max_steps // LOG_POINTS))
+        overrides.update(self.options.recipe_overrides)
+        overrides.update(arm.overrides)
+        overrides.update(FORCED)
+        overrides["output_dir"] = str(output_dir)
+        return overrides
+
+    def resolved(self, arm: Arm) -> RecipeArguments:
+        """The arm's full arguments, as its run will resolve them."""
+        recipe = load_recipe(self.options.config) if self.options.config else {}
+        return make_args({**recipe, **self.run_overrides(arm, self.output_dir / arm.folder)})
+
+    def planned_runs(self) -> list[PlannedRun]:
+        """Repeats interleaved: every arm once, then every arm again."""
+        runs = []
+        for repeat in range(1, self.options.repeats + 1):
+            for arm in self.arms:
+                folder = self.output_dir / arm.folder / f"run-{repeat}"
+                runs.append(PlannedRun(arm.name, repeat, folder, self.run_overrides(arm, folder)))
+        return runs
+
+
+def default_amp_dtype(device_type: str) -> str:
+    """fp16 (with loss scaling) where there is an accelerator, bf16 on a CPU (CPU autocast's native dtype)."""
+    return "bf16" if device_type == "cpu" else "fp16"
+
+
+def plan_ablation(options: AblationOptions, device_type: str) -> Ablation:
+    """Check everything before the first run starts: the recipe, the overrides, every arm's arguments."""
+    if options.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {options.repeats}")
+    recipe = load_recipe(options.config) if options.config else {}
+    base = make_args({**recipe, **options.recipe_overrides})
+    context = ArmContext.from_args(base, options.ga_steps, options.amp_dtype or default_amp_dtype(device_type))
+    arms = parse_arms(options.arms, context)
+    output_dir = Path(options.output_dir or Path(base.output_dir).with_name(f"ablate-{Path(base.output_dir).name}"))
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not options.overwrite_output_dir:
+        raise ConfigError(
+            f"output_dir '{output_dir}' is not empty; pass a new --output_dir, or --overwrite_output_dir true to "
+            "run the ablation again into it"
+        )
+    ablation = Ablation(options, base, context, arms, output_dir, launched_processes(options.launch_args))
+    for arm in arms:
+        ablation.resolved(arm)  # a ConfigError naming the field now, not after hours of other arms
+    return ablation
+
+
+def held_fixed(ablation: Ablation, device_type: str) -> list[str]:
+    """What every arm holds fixed and why, in sentences for the report."""
+    base, context, options = ablation.base, ablation.context, ablation.options
+    batch, k, processes = context.effective_batch, context.ga_steps, ablation.processes
+    recipe = f"`{options.config}`" if options.config else "the default arguments"
+    given = " ".join(f"--{key} {value}" for key, value in options.recipe_overrides.items())
+    length = f"{base.max_steps} optimizer updates" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
+    amp = (
+        "fp16 with dynamic loss scaling (steps the scaler skips are counted)"
+        if context.amp_dtype == "fp16"
+        else "bf16 (no loss scaling needed)"
+    )
+    lines = [
+        f"Every arm starts from {recipe}{f' with `{given}`' if given else ''} and changes only what its switches "
+        "set: precision and TF32, micro-batch and accumulation steps, pinned memory. The recipe's own values of "
+        "those five fields are replaced by the baseline's (fp32 with TF32 off, no accumulation, pageable memory).",
+        f"The effective batch is {batch} per process ({batch * processes} in all) in every arm, so the learning rate "
+        f"({base.learning_rate:g}), its schedule and the length ({length}) are the same: every arm takes the same "
+        "optimizer steps over the same samples. The baseline takes each batch as one micro-batch.",
+        f"The seed ({base.seed}) is the same: the same initial weights, data order and augmentation of every sample "
+        "(drawn per sample from seed, epoch and index), whatever the micro-batch or the worker count.",
+        f"`ga` takes each batch of {batch} as {k} micro-batches of {batch // k}: the same gradient (each micro-batch "
+        "weighted by its window's length), so the same learning rate and curve, except that BatchNorm sees the "
+        "micro-batch. It is a memory tool, not a speed-up: smaller kernels run less efficiently, so expect it at or "
+        "below 1.00x, and compare its peak memory with the baseline's to see what it buys.",
+        f"`amp` is autocast at {amp}. TF32 stays off in every arm, so fp32 means fp32 on Ampere and newer GPUs.",
+        f"`pin` page-locks the loader's batches and copies them without blocking. The loader keeps the recipe's "
+        f"{base.dataloader_num_workers} worker(s) in every arm, so pinning is measured alone.",
+        "Each arm and repeat is a fresh `accelerate launch` with its own output folder; repeats are interleaved (every "
+        "arm once, then again) so drifting machine load slows every arm alike. Evaluation and checkpoints never count "
+        "as training time; checkpoints are off unless asked for (save_strategy no).",
+    ]
+    if device_type == "cpu":
+        lines.append(
+            "On a CPU there is no host-to-device copy and the loader pins nothing whatever the arm says: `pin` runs "
+            "the baseline again, and its speed-up shows the run-to-run noise of this machine."
+        )
+    return lines
+
+
+def arm_notes(ablation: Ablation) -> list[str]:
+    """Warnings about arms or settings that make a comparison less than like-for-like."""
+    notes = []
+    for arm in ablation.arms:
+        batch = effective_batch(arm.overrides)
+        if batch != ablation.context.effective_batch:
+            notes.append(
+                f"`{arm.name}` trains with an effective batch of {batch}, not {ablation.context.effective_batch}: its "
+                "speed-up and accuracy are not like-for-like with the baseline's"
+            )
+    base = ablation.base
+    if 0 < base.max_steps <= base.throughput_warmup_steps:
+        notes.append(
+            f"max_steps {base.max_steps} <= throughput_warmup_steps {base.throughput_warmup_steps}: there is no "
+            "steady state, so images/s includes the warm-up updates"
+        )
+    return notes
