@@ -150,8 +150,9 @@ class Trainer:
         self.pipeline = choose_pipeline(args, data.train, data.native_size)
         loaders = self._resident_loaders() if self.pipeline == "resident" else self._stream_loaders()
         self.train_loader, self.validation_loader, self.test_loader = loaders
-        if args.torch_compile:
-            self.model = torch.compile(self.model)
+        # The compiled module only runs the forward pass; state dicts, checkpoints and the export go through
+        # self.model, so no key ever carries torch.compile's `_orig_mod.` prefix.
+        self.forward_module = torch.compile(self.model) if args.torch_compile else self.model
         if len(self.train_loader) == 0:
             raise TrainingError(
                 f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
@@ -216,7 +217,7 @@ class Trainer:
         images = self.normalizer(images)
         if self.args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return logits_of(self.model(images))
+        return logits_of(self.forward_module(images))
 
     def _train_epoch(self, epoch: int, progress: tqdm) -> None:
         """Train epoch ``epoch`` (0-based) from micro-batch ``state.micro_in_epoch`` on (non-zero on resume)."""

@@ -22,12 +22,25 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+# torch's optimizer kernels: foreach (one launch per parameter group), fused (one kernel; CUDA and recent CPUs),
+# for_loop (one parameter at a time); auto lets torch pick.
+IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
+    "auto": {},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+    "for_loop": {"foreach": False},
+}
+
+
 def create_optimizer(args: RecipeArguments, model: torch.nn.Module) -> torch.optim.Optimizer:
     groups = parameter_groups(model, args.weight_decay)
+    options = IMPLEMENTATIONS[args.optimizer_implementation]
     if args.optim == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum, nesterov=args.momentum > 0)
+        return torch.optim.SGD(
+            groups, lr=args.learning_rate, momentum=args.momentum, nesterov=args.momentum > 0, **options
+        )
     return torch.optim.AdamW(
-        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, **options
     )
 
 

@@ -175,3 +175,23 @@ def test_resident_data_pipeline_with_accumulation_and_mixed_precision(data_root,
     assert results["num_processes"] == processes
     assert results["eval_samples"] == 12 and results["test_samples"] == 50  # every sample once, none padded in
     assert results["train_updates"] == 14  # 108 images -> 13 micro-batches of 8 -> 7 updates per epoch
+
+
+def test_torch_compile_and_channels_last_keep_checkpoint_keys_plain(data_root, tmp_path):
+    dataset = datagen.make_image_folder(data_root / "compile", num_classes=3, per_class=10, with_test=False)
+    output_dir = tmp_path / "run"
+    launch(
+        common(
+            output_dir,
+            "--dataset_name", str(dataset),
+            "--model_name_or_path", "test_resnet",
+            "--torch_compile", "true",
+            "--channels_last", "true",
+            "--optimizer_implementation", "foreach",
+            "--max_steps", "3",
+        )
+    )  # fmt: skip
+    for weights in [output_dir / "model" / "model.safetensors", output_dir / "best_model" / "model.safetensors",
+                    *sorted((output_dir / "checkpoints").glob("*/model.safetensors"))]:  # fmt: skip
+        keys = list(load_file(weights))
+        assert keys and not any("_orig_mod" in key for key in keys), weights
