@@ -406,6 +406,10 @@ class Trainer:
         args, plan, data = self.args, self.plan, self.data
         test_size = len(data.test) if data.test is not None else 0
         pinned = args.dataloader_pin_memory and self.accelerator.device.type != "cpu"
+        if self.pipeline == "resident":
+            loading = "data held on the device"
+        else:
+            loading = f"pinned memory {pinned}; {args.dataloader_num_workers} loader worker(s)"
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
@@ -413,7 +417,7 @@ class Trainer:
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {args.per_device_train_batch_size} x "
             f"{args.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
-            f"precision {args.mixed_precision}; pinned memory {pinned}; {args.dataloader_num_workers} loader worker(s)"
+            f"precision {args.mixed_precision}; {loading}"
         )
 
     def train(self) -> RunResult:
