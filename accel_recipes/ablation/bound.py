@@ -9,16 +9,21 @@ lets it keep.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from accel_recipes.config import RecipeArguments
-from accel_recipes.models import build_model, logits_of
+from accel_recipes.config import RecipeArguments, load_recipe, make_args
+from accel_recipes.models import RECIPE_KEY, build_model, logits_of
 from accel_recipes.optim import create_optimizer
 
 BOUND_FIELDS = (
@@ -131,3 +136,40 @@ def measure_bound(
         synchronize(device)
         elapsed = first + time.perf_counter() - started
     return (steps + 1) * k * micro / elapsed
+
+
+def run_arguments(run_dir: Path) -> RecipeArguments:
+    """The arguments a finished run trained with (its config.yaml: precision resolved, batch as trained)."""
+    return make_args(load_recipe(Path(run_dir) / "config.yaml"))
+
+
+def measure_run_bound(run_dir: Path, seconds: float) -> float:
+    """The bound of a finished run: its arguments, its labels and input size (from the exported model folder)."""
+    block = json.loads((Path(run_dir) / "model" / "config.json").read_text())[RECIPE_KEY]
+    args = run_arguments(run_dir)
+    return measure_bound(args, block["label_names"], int(block["preprocessing"]["input_size"]), min_seconds=seconds)
+
+
+def bound_in_subprocess(run_dir: Path, seconds: float, env: dict[str, str]) -> tuple[float | None, str | None]:
+    """``measure_run_bound`` in a fresh process with the runs' environment (threads, OpenMP policy), so the
+    ablation's own process never holds a GPU. Returns (images/s, None) or (None, why not)."""
+    command = [sys.executable, "-m", "accel_recipes.ablation.bound", str(run_dir), "--seconds", str(seconds)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode == 0 and lines:
+        return float(json.loads(lines[-1])["images_per_second"]), None
+    errors = [line for line in result.stderr.strip().splitlines() if line.strip()] or ["no output"]
+    return None, errors[-1][:300]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The compute-only bound of a finished run's configuration.")
+    parser.add_argument("run_dir", type=Path, help="a run's output_dir (config.yaml and model/config.json)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds (at least 3 updates)")
+    options = parser.parse_args(argv)
+    print(json.dumps({"images_per_second": measure_run_bound(options.run_dir, options.seconds)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -13,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from accel_recipes.ablation.arms import AMP_DTYPES, BUILTIN_ARMS
-from accel_recipes.ablation.bound import BOUND_FIELDS, bound_key, default_device, measure_bound
+from accel_recipes.ablation.bound import BOUND_FIELDS, bound_in_subprocess, bound_key, default_device, run_arguments
 from accel_recipes.ablation.plan import Ablation, AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.ablation.report import Report, markdown_table, write_report
-from accel_recipes.ablation.runner import cpu_threads, run_all
+from accel_recipes.ablation.runner import cpu_threads, run_all, run_environment
 from accel_recipes.ablation.summary import RunRecord, summarize_all
 from accel_recipes.config import FIELDS, ConfigError
-from accel_recipes.models import RECIPE_KEY, ModelError
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 OWN_FIELDS = ("output_dir", "overwrite_output_dir")  # recipe fields that mean the ablation's own folder here
@@ -111,7 +109,8 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
     device = done.get("device", default_device().type)
     processes = done.get("num_processes", ablation.processes)
     if device == "cpu":
-        device = f"CPU: {_cpu_name()}, {threads} thread(s) per process"
+        policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        device = f"CPU: {_cpu_name()}, {threads} thread(s) per process, OMP_WAIT_POLICY={policy}"
     base = ablation.base
     length = f"max_steps {base.max_steps}" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
     return {
@@ -128,41 +127,24 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
     }
 
 
-def _run_info(record: RunRecord) -> tuple[list[str], int]:
-    """Label names and input size of a finished run, from its exported model folder."""
-    block = json.loads((record.output_dir / "model" / "config.json").read_text())[RECIPE_KEY]
-    return block["label_names"], int(block["preprocessing"]["input_size"])
-
-
 def measure_bounds(ablation: Ablation, records: list[RunRecord], threads: int | None) -> list[dict[str, Any]]:
-    """One bound per distinct compute (model, precision, micro-batch, accumulation...) among the arms that ran."""
-    import torch
-
-    device = default_device()
-    if device.type == "cpu" and threads:
-        torch.set_num_threads(threads)
+    """One bound per distinct compute (model, precision, micro-batch, accumulation...) among the arms that ran,
+    each measured in its own process on the configuration of the arm's first finished run."""
     measured: dict[tuple, dict[str, Any]] = {}
+    env = run_environment(threads)
     for arm in ablation.arms:
         run = next((record for record in records if record.arm == arm.name and record.ok), None)
         if run is None:
             continue
-        args = ablation.resolved(arm)
-        args.per_device_train_batch_size = run.results["per_device_train_batch_size"]  # as trained (OOM retries)
-        args.gradient_accumulation_steps = run.results["gradient_accumulation_steps"]
+        args = run_arguments(run.output_dir)
         key = bound_key(args)
         if key not in measured:
-            entry: dict[str, Any] = {"settings": {name: getattr(args, name) for name in BOUND_FIELDS}, "arms": []}
-            try:
-                labels, size = _run_info(run)
-                entry["images_per_second"] = measure_bound(
-                    args, labels, size, device, min_seconds=ablation.options.bound_seconds
-                )
-            except (ModelError, OSError, KeyError, RuntimeError) as error:
-                entry["images_per_second"], entry["error"] = None, str(error).splitlines()[0][:300]
-            measured[key] = entry
+            value, error = bound_in_subprocess(run.output_dir, ablation.options.bound_seconds, env)
+            settings = {name: getattr(args, name) for name in BOUND_FIELDS}
+            measured[key] = {"settings": settings, "arms": [], "images_per_second": value, "error": error}
         measured[key]["arms"].append(arm.name)
         value = measured[key]["images_per_second"]
-        shown = f"{value:,.1f} images/s" if value else f"not measured ({measured[key].get('error')})"
+        shown = f"{value:,.1f} images/s" if value else f"not measured ({measured[key]['error']})"
         print(
             f"bound of {arm.name} ({args.mixed_precision}, {args.per_device_train_batch_size} x "
             f"{args.gradient_accumulation_steps}): {shown}",
