@@ -1,7 +1,7 @@
 """Arms of an ablation: each is the baseline plus named switches, as recipe-field overrides.
 
-Every arm starts from the same baseline (fp32 with TF32 off, no accumulation, pageable memory) at the recipe's
-effective batch size, and adds its switches in the order named:
+Every arm starts from the same baseline (fp32 with TF32 off, no accumulation, pageable memory, the streaming
+DataLoader) at the recipe's effective batch size, and adds its switches in the order named:
 
 - ``ga``: the same effective batch B in k micro-batches of B / k (gradient accumulation);
 - ``amp``: autocast at fp16 (with dynamic loss scaling) on a GPU, bf16 on a CPU, or the dtype asked for;
@@ -67,6 +67,7 @@ def baseline_overrides(context: ArmContext) -> dict[str, Any]:
         "per_device_train_batch_size": context.effective_batch,
         "gradient_accumulation_steps": 1,
         "dataloader_pin_memory": False,
+        "data_pipeline": "stream",  # the paper's loader, where pinned memory means something
     }
 
 
@@ -105,7 +106,7 @@ def _expand(part: str, defined: dict[str, list[str]], item: str) -> list[str]:
         return list(defined[part])
     if ":" in part:
         return [part]
-    valid = list(BUILTIN_ARMS) + list(defined)
+    valid = list(BUILTIN_ARMS) + [name for name in defined if name not in BUILTIN_ARMS]
     raise ArmError(
         f"unknown arm {part!r} in {item!r}; valid arms are {valid}, '+'-combinations of them (ga+amp), "
         "recipe settings as field:value (channels_last:true), and name=spec to define one"

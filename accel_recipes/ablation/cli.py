@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import os
 import platform
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure what gradient accumulation, mixed precision and pinned memory buy, alone and combined: "
         "one clean `accelerate launch` per arm and repeat, then ablation.md/.csv/.json and two figures.",
         allow_abbrev=False,
+        epilog="Any field of recipes/train.py (see its --help) applies to every arm: --max_steps 200 "
+        "--max_train_samples 5000. The arms then set precision, TF32, micro-batch, accumulation, pinned memory "
+        "and the data path.",
     )
     parser.add_argument("--config", help="YAML recipe every arm starts from")
     parser.add_argument(
@@ -72,7 +77,13 @@ def _flag(name: str, value: str) -> bool:
 
 
 def parse_options(argv: list[str]) -> AblationOptions:
-    namespace = vars(build_parser().parse_args(argv))
+    parsed, unknown = build_parser().parse_known_args(argv)
+    for token in unknown:
+        name = token[2:].split("=")[0] if token.startswith("--") else token
+        close = difflib.get_close_matches(name, [*FIELDS, "arms", "repeats", "launch_args", "target_accuracy"], n=1)
+        hint = f"; did you mean '--{close[0]}'?" if close else "; see --help and recipes/train.py --help"
+        raise ConfigError(f"unknown argument {token!r}{hint}")
+    namespace = vars(parsed)
     own = {key: namespace.pop(key) for key in list(namespace) if key not in FIELDS or key in OWN_FIELDS}
     return AblationOptions(
         config=own["config"],
@@ -198,9 +209,14 @@ def run_ablation(options: AblationOptions, command: str) -> int:
     return 0 if all(record.ok for record in records) else 1
 
 
+def _exit_on_signal(number: int, frame: object) -> None:
+    raise SystemExit(128 + number)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "recipes/ablate.py", *argv])
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwinds, so the running launch is stopped too
     try:
         return run_ablation(parse_options(argv), command)
     except ConfigError as error:

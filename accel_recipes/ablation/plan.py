@@ -15,6 +15,7 @@ from accel_recipes.config import ConfigError, RecipeArguments, load_recipe, make
 FORCED = {"overwrite_output_dir": True, "push_to_hub": False, "resume_from_checkpoint": None}
 # Set unless the user passes them: checkpoints cost disk and wall time and are not measured; no progress bars.
 DEFAULTS = {"save_strategy": "no", "disable_tqdm": True}
+ARM_FIELDS = ("mixed_precision", "tf32", "dataloader_pin_memory", "data_pipeline")  # set by every arm
 LOG_POINTS = 25  # training-loss points per run in the learning curves when max_steps is given
 
 
@@ -106,27 +107,40 @@ def held_fixed(ablation: Ablation, device_type: str) -> list[str]:
         if context.amp_dtype == "fp16"
         else "bf16 (no loss scaling needed)"
     )
+    used = {part for arm in ablation.arms for part in arm.parts}
     lines = [
         f"Every arm starts from {recipe}{f' with `{given}`' if given else ''} and changes only what its switches "
         "set: precision and TF32, micro-batch and accumulation steps, pinned memory. The recipe's own values of "
-        "those five fields are replaced by the baseline's (fp32 with TF32 off, no accumulation, pageable memory).",
+        "those fields and of data_pipeline are replaced by the baseline's (fp32 with TF32 off, no accumulation, "
+        "pageable memory, the streaming loader).",
         f"The effective batch is {batch} per process ({batch * processes} in all) in every arm, so the learning rate "
         f"({base.learning_rate:g}), its schedule and the length ({length}) are the same: every arm takes the same "
         "optimizer steps over the same samples. The baseline takes each batch as one micro-batch.",
         f"The seed ({base.seed}) is the same: the same initial weights, data order and augmentation of every sample "
         "(drawn per sample from seed, epoch and index), whatever the micro-batch or the worker count.",
-        f"`ga` takes each batch of {batch} as {k} micro-batches of {batch // k}: the same gradient (each micro-batch "
-        "weighted by its window's length), so the same learning rate and curve, except that BatchNorm sees the "
-        "micro-batch. It is a memory tool, not a speed-up: smaller kernels run less efficiently, so expect it at or "
-        "below 1.00x, and compare its peak memory with the baseline's to see what it buys.",
-        f"`amp` is autocast at {amp}. TF32 stays off in every arm, so fp32 means fp32 on Ampere and newer GPUs.",
-        f"`pin` page-locks the loader's batches and copies them without blocking. The loader keeps the recipe's "
-        f"{base.dataloader_num_workers} worker(s) in every arm, so pinning is measured alone.",
+        "The data path is the streaming DataLoader (per-sample transforms in workers, the paper's) in every arm that "
+        "does not set data_pipeline itself: the switches are measured on the loader they were made for. The "
+        "device-resident path is an arm of its own: `resident=data_pipeline:resident`, combinable (`all+resident`); "
+        "it draws its augmentation from generators of its own, so its accuracy is not bit-comparable.",
         "Each arm and repeat is a fresh `accelerate launch` with its own output folder; repeats are interleaved (every "
         "arm once, then again) so drifting machine load slows every arm alike. Evaluation and checkpoints never count "
         "as training time; checkpoints are off unless asked for (save_strategy no).",
     ]
-    if device_type == "cpu":
+    switch_lines = {
+        "ga": f"`ga` takes each batch of {batch} as {k} micro-batches of {batch // k}: the same gradient (each "
+        "micro-batch weighted by its window's length), so the same learning rate and curve, except that BatchNorm "
+        "sees the micro-batch. It is a memory tool, not a speed-up: smaller kernels run less efficiently, so expect "
+        "it at or below 1.00x, and compare its peak memory with the baseline's to see what it buys. One difference "
+        "remains at the end of each epoch: the loader drops the last incomplete micro-batch, so the baseline drops "
+        f"the last (train size mod {batch}) images while `ga` trains on the whole micro-batches among them as one "
+        "smaller, last update; its epochs can be an update longer (176 updates instead of 175 on CIFAR-10 at batch "
+        "256 with k 2; visible only on tiny data sets).",
+        "amp": f"`amp` is autocast at {amp}. TF32 stays off in every arm, so fp32 means fp32 on Ampere and newer GPUs.",
+        "pin": "`pin` page-locks the loader's batches and copies them without blocking. The loader keeps the recipe's "
+        f"{base.dataloader_num_workers} worker(s) in every arm, so pinning is measured alone.",
+    }
+    lines[3:3] = [switch_lines[switch] for switch in ("ga", "amp", "pin") if switch in used]
+    if device_type == "cpu" and "pin" in used:
         lines.append(
             "On a CPU there is no host-to-device copy and the loader pins nothing whatever the arm says: `pin` runs "
             "the baseline again, and its speed-up shows the run-to-run noise of this machine."
@@ -144,6 +158,9 @@ def arm_notes(ablation: Ablation) -> list[str]:
                 f"`{arm.name}` trains with an effective batch of {batch}, not {ablation.context.effective_batch}: its "
                 "speed-up and accuracy are not like-for-like with the baseline's"
             )
+    replaced = [f"--{name}" for name in ARM_FIELDS if name in ablation.options.recipe_overrides]
+    if replaced:
+        notes.append(f"{', '.join(replaced)} on the command line is replaced by each arm's own setting")
     base = ablation.base
     if 0 < base.max_steps <= base.throughput_warmup_steps:
         notes.append(

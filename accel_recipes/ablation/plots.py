@@ -37,7 +37,7 @@ def plot_learning_curves(records: list[RunRecord], arms: list[str], path: Path) 
         run = next((record for record in records if record.arm == arm and record.ok), None)
         if run is None:
             continue
-        style = {"color": "black", "linestyle": "--"} if arm == "baseline" else {}
+        style = {"color": "black", "linestyle": "--", "zorder": 5} if arm == "baseline" else {}
         logs = [r for r in run.metrics if "loss" in r and "epoch" in r and math.isfinite(r["loss"])]
         evals = [r for r in run.metrics if "eval_loss" in r and not r.get("final")]
         train_axes.plot([r["epoch"] for r in logs], [r["loss"] for r in logs], marker=".", label=arm, **style)

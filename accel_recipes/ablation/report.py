@@ -99,7 +99,8 @@ def markdown(
         "evaluation and checkpoints excluded, device synchronised), summed over processes. Speed-up is an arm's "
         "median images/s over the baseline's (in brackets: its slowest and fastest repeat over that median). "
         "Bound: the same model's training step on device-resident random tensors at the arm's precision, "
-        "micro-batch and accumulation (no loader); *of bound* is the arm's median images/s over it.",
+        "micro-batch and accumulation (no loader; the fastest of three timed windows, times the number of "
+        "processes); *of bound* is the arm's median images/s over it.",
         "",
         markdown_table(rows),
         "",

@@ -7,6 +7,7 @@ line per run, rewritten in place with the run's progress when it is a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -155,6 +156,18 @@ def describe_result(record: RunRecord) -> str:
     return f"done in {record.wall_seconds:.0f} s: " + ", ".join(parts)
 
 
+def stop_group(process: subprocess.Popen, grace_seconds: float = 30.0) -> None:
+    """SIGINT to the run's process group (as Ctrl-C in a terminal would), SIGKILL if it has not exited in time."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def execute(run: PlannedRun, command: list[str], env: dict[str, str], on_poll: Callable[[str], None]) -> RunRecord:
     """Run one launch to its end; its output goes to ``output_dir/launch.log``."""
     run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -170,9 +183,8 @@ def execute(run: PlannedRun, command: list[str], env: dict[str, str], on_poll: C
                 time.sleep(POLL_SECONDS)
                 loads.append(os.getloadavg()[0])
                 on_poll(_progress_text(run.output_dir))
-        except BaseException:  # Ctrl-C: stop the launch and its workers (their own process group) too
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: stop the launch and its workers (their own process group) too
+            stop_group(process)
             raise
     record = RunRecord(run.arm, run.repeat, run.output_dir, process.returncode, time.perf_counter() - started)
     record.load_average = sum(loads) / len(loads) if loads else None

@@ -1,0 +1,97 @@
+"""`python recipes/ablate.py` end to end: two arms, two repeats, a tiny model, generated CIFAR-format data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import datagen
+import pytest
+from conftest import ROOT
+
+from accel_recipes.ablation.report import TABLE
+from accel_recipes.ablation.summary import COLUMNS
+
+pytestmark = pytest.mark.slow
+
+POSITIVE = (
+    "train_runtime_s",
+    "seconds_per_epoch",
+    "images_per_second_min",
+    "images_per_second_median",
+    "images_per_second_max",
+    "speedup",
+    "speedup_min",
+    "speedup_max",
+    "bound_images_per_second",
+    "fraction_of_bound",
+    "peak_memory_mb",
+    "data_wait_fraction",
+)
+UNIT_INTERVAL = ("eval_accuracy", "eval_f1", "test_accuracy", "test_f1")
+
+
+def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
+    dataset = datagen.make_cifar_hub_dataset(data_root / "ablate", num_classes=4, train_per_class=20, test_per_class=4)
+    output_dir = tmp_path / "ablation"
+    command = [
+        sys.executable, str(ROOT / "recipes" / "ablate.py"),
+        "--arms", "baseline,ga+amp",
+        "--repeats", "2",
+        "--output_dir", str(output_dir),
+        "--target_accuracy", "0.01",
+        "--bound_seconds", "0.2",
+        "--dataset_name", str(dataset),
+        "--model_name_or_path", "test_resnet",
+        "--per_device_train_batch_size", "8",
+        "--max_steps", "4",
+        "--throughput_warmup_steps", "1",
+        "--learning_rate", "0.05",
+        "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in progress] == [
+        "[1/4] baseline repeat 1", "[2/4] ga+amp repeat 1", "[3/4] baseline repeat 2", "[4/4] ga+amp repeat 2"
+    ]  # fmt: skip
+    assert all("done in" in line for line in progress)
+    for name in ("ablation.md", "ablation.csv", "ablation.json", "learning_curves.png", "speedup.png"):
+        assert (output_dir / name).is_file() and (output_dir / name).stat().st_size > 0, name
+    for arm in ("baseline", "ga+amp"):
+        for repeat in (1, 2):
+            run = output_dir / arm / f"run-{repeat}"
+            assert (run / "all_results.json").is_file() and (run / "launch.log").is_file()
+            assert not list(run.rglob("*.safetensors")), "weights are pruned unless --keep_weights true"
+
+    markdown = (output_dir / "ablation.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| arm |"))
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [name for name, _ in TABLE]
+    assert "**1.00**" in markdown.split("| `baseline` |")[1].splitlines()[0]
+    assert "What each arm holds fixed" in markdown and "python recipes/ablate.py" in markdown
+
+    with (output_dir / "ablation.csv").open() as handle:
+        rows = {row["arm"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["baseline", "ga+amp"]
+    assert list(rows["baseline"]) == list(COLUMNS)
+    assert float(rows["baseline"]["speedup"]) == 1.0
+    for row in rows.values():
+        assert row["runs_ok"] == "2/2" and row["effective_batch"] == "8"
+        for key in POSITIVE:
+            assert math.isfinite(float(row[key])) and float(row[key]) > 0, (row["arm"], key, row[key])
+        for key in UNIT_INTERVAL:
+            assert 0 <= float(row[key]) <= 1, (row["arm"], key)
+        assert row["target_reached"] == "2/2" and float(row["time_to_target_s"]) > 0
+    assert (rows["ga+amp"]["micro_batch"], rows["ga+amp"]["gradient_accumulation_steps"]) == ("4", "2")
+    assert rows["ga+amp"]["mixed_precision"] == "bf16" and rows["baseline"]["mixed_precision"] == "no"
+
+    data = json.loads((output_dir / "ablation.json").read_text())
+    assert len(data["runs"]) == 4 and all(run["returncode"] == 0 for run in data["runs"])
+    assert len(data["bounds"]) == 2 and all(bound["images_per_second"] > 0 for bound in data["bounds"])
+    assert data["setup"]["device"].startswith("CPU") and "torch" in data["setup"]["software"]
