@@ -52,11 +52,15 @@ def warmup_updates(args: RecipeArguments, total_updates: int) -> int:
 
 def create_scheduler(args: RecipeArguments, optimizer: torch.optim.Optimizer, total_updates: int) -> LRScheduler:
     """Linear warmup, then cosine / linear decay to zero, or constant; ``one_cycle`` is torch's OneCycleLR
-    (the paper's ResNet schedule) with the warmup as its rising phase (30% when no warmup is set)."""
+    (the paper's ResNet schedule) with the warmup as its rising phase (30% when no warmup is set); runs of fewer
+    than 4 updates, too short for its two phases, get the cosine schedule instead."""
     warmup = warmup_updates(args, total_updates)
-    if args.lr_scheduler_type == "one_cycle":
-        rising = warmup / total_updates if warmup else 0.3
-        return OneCycleLR(optimizer, max_lr=args.learning_rate, total_steps=total_updates, pct_start=rising)
+    if args.lr_scheduler_type == "one_cycle" and total_updates >= 4:
+        # OneCycleLR needs at least 2 updates in each phase
+        rising = min(max(warmup if warmup else round(0.3 * total_updates), 2), total_updates - 2)
+        return OneCycleLR(
+            optimizer, max_lr=args.learning_rate, total_steps=total_updates, pct_start=rising / total_updates
+        )
 
     def multiplier(update: int) -> float:
         if update < warmup:

@@ -70,3 +70,9 @@ def test_constant_and_linear():
     assert set(learning_rates("constant")) == {1.0}
     linear = learning_rates("linear")
     assert linear[0] == 1.0 and linear[50] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 7])
+def test_one_cycle_works_for_tiny_runs(total):
+    rates = learning_rates("one_cycle", total=total, warmup_ratio=0.15)
+    assert len(rates) == total and all(0 <= rate <= 1.0 for rate in rates)
