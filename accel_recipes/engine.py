@@ -42,6 +42,8 @@ from accel_recipes.optim import create_optimizer, create_scheduler
 from accel_recipes.reporting import MetricsLog, truncate_metrics
 from accel_recipes.state import DeviceClock, RunState, StopRequest, peak_memory_mb
 
+STOP_POLL_UPDATES = 10  # several processes agree on a stop signal this often (one all-reduce each time)
+
 
 class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why and what to do."""
@@ -269,10 +271,11 @@ class Trainer:
             at_eval = args.eval_strategy == "steps" and state.update % args.eval_steps == 0
             at_save = args.save_strategy == "steps" and state.update % args.save_steps == 0
             at_warmup_end = state.update == args.throughput_warmup_steps
-            at_check = state.update % args.max_nonfinite_steps == 0
             at_end = state.update >= self.plan.total_updates
+            if state.update % args.max_nonfinite_steps == 0:
+                self._check_finite()
             stop = self._stop_requested()
-            if at_log or at_eval or at_save or at_warmup_end or at_check or at_end or stop:
+            if at_log or at_eval or at_save or at_warmup_end or at_end or stop:
                 state.train_seconds += self.clock() - segment_started
                 if at_warmup_end:
                     state.steady_seconds_offset, state.steady_samples_offset = state.train_seconds, state.train_samples
@@ -295,9 +298,13 @@ class Trainer:
             state.epoch, state.micro_in_epoch = epoch + 1, 0
 
     def _stop_requested(self) -> bool:
-        """Whether any process received a stop signal; every process must agree, since saving is collective."""
+        """Whether any process received a stop signal; every process must agree, since saving is collective.
+        With several processes that takes an all-reduce (and a device sync), so it is asked every
+        ``STOP_POLL_UPDATES`` updates, not on every one."""
         requested = self.stop.received is not None
         if self.accelerator.num_processes > 1:
+            if self.state.update % STOP_POLL_UPDATES:
+                return False
             flag = torch.tensor(float(requested), device=self.accelerator.device)
             requested = self.accelerator.reduce(flag, "max").item() > 0
         return requested
