@@ -5,11 +5,9 @@ Plain on purpose: ``accelerator.prepare`` re-wraps its sampler for several proce
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator, Sequence
 
 import datasets
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -103,14 +101,6 @@ def collate_batch(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch
     return images, labels
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's generators from the per-worker torch seed (base seed + worker id), which the
-    DataLoader draws from its seeded generator; torch's own generator is already seeded by then."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def _accelerator_available() -> bool:
     accelerator = getattr(torch, "accelerator", None)
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
@@ -145,6 +135,5 @@ def make_dataloader(
         num_workers=workers,
         collate_fn=collate_batch,
         pin_memory=args.dataloader_pin_memory and _accelerator_available(),
-        worker_init_fn=seed_worker,
         **options,
     )
