@@ -93,11 +93,12 @@ class RecipeArguments:
         ),
     )
     crop_padding: int = field(default=4, metadata=_help("reflect padding of the crop_flip augmentation"))
-    data_pipeline: Literal["stream", "resident", "auto"] = field(
+    data_pipeline: Literal["stream", "resident", "auto", "synthetic"] = field(
         default="stream",
         metadata=_help(
             "stream: per-sample transforms through a DataLoader; resident: decode once into a uint8 tensor kept "
-            "on the device and augment whole batches there; auto: resident when it fits resident_memory_budget_gb"
+            "on the device and augment whole batches there; auto: resident when it fits resident_memory_budget_gb; "
+            "synthetic: one random batch on the device as every training batch (benchmarks: the compute-only bound)"
         ),
     )
     resident_memory_budget_gb: float = field(

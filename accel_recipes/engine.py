@@ -29,7 +29,9 @@ from accel_recipes.checkpoints import list_checkpoints, load_weights, save_check
 from accel_recipes.config import RecipeArguments
 from accel_recipes.data import (
     DataBundle,
+    DeviceLoader,
     ResidentLoader,
+    SyntheticLoader,
     choose_pipeline,
     decode_split,
     make_dataloader,
@@ -150,7 +152,7 @@ class Trainer:
         optimizer = create_optimizer(args, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.pipeline = choose_pipeline(args, data.train, data.native_size)
-        loaders = self._resident_loaders() if self.pipeline == "resident" else self._stream_loaders()
+        loaders = self._stream_loaders() if self.pipeline == "stream" else self._resident_loaders()
         self.train_loader, self.validation_loader, self.test_loader = loaders
         # The compiled module only runs the forward pass; state dicts, checkpoints and the export go through
         # self.model, so no key ever carries torch.compile's `_orig_mod.` prefix.
@@ -187,7 +189,8 @@ class Trainer:
         return train, validation, self.accelerator.prepare(test) if test is not None else None
 
     def _resident_loaders(self) -> tuple:
-        """Each split decoded once (cached on disk), held on the device, augmented there in whole batches."""
+        """Each split decoded once (cached on disk), held on the device, augmented there in whole batches; with
+        ``data_pipeline: synthetic`` only the evaluation splits, training on one random batch."""
         args, spec, data, accelerator = self.args, self.spec, self.data, self.accelerator
 
         def resident(split, batch_size: int, train: bool) -> ResidentLoader:
@@ -209,10 +212,30 @@ class Trainer:
                 num_processes=accelerator.num_processes,
             )
 
-        train = resident(data.train, args.per_device_train_batch_size, train=True)
+        if self.pipeline == "synthetic":
+            train = self._synthetic_loader()
+        else:
+            train = resident(data.train, args.per_device_train_batch_size, train=True)
         validation = resident(data.validation, args.per_device_eval_batch_size, train=False)
         test = resident(data.test, args.per_device_eval_batch_size, train=False) if data.test is not None else None
         return train, validation, test
+
+    def _synthetic_loader(self) -> SyntheticLoader:
+        """As many batches per epoch as the resident path's, all the same random batch: the compute-only bound."""
+        args, accelerator = self.args, self.accelerator
+        batches = len(self.data.train) // (args.per_device_train_batch_size * accelerator.num_processes)
+        accelerator.print(
+            "data_pipeline synthetic: every training batch is the same random batch (a throughput measurement; "
+            "the accuracy means nothing)"
+        )
+        return SyntheticLoader(
+            args.per_device_train_batch_size,
+            batches,
+            self.spec.input_size,
+            self.num_classes,
+            device=accelerator.device,
+            seed=args.seed,
+        )
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -228,7 +251,7 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         start = state.micro_in_epoch
         loader = self.train_loader
-        if start and isinstance(loader, ResidentLoader):
+        if start and isinstance(loader, DeviceLoader):
             loader = loader.skip_first_batches(start)
         elif start:
             loader = accelerator.skip_first_batches(loader, start)
@@ -413,7 +436,9 @@ class Trainer:
         args, plan, data = self.args, self.plan, self.data
         test_size = len(data.test) if data.test is not None else 0
         pinned = args.dataloader_pin_memory and self.accelerator.device.type != "cpu"
-        if self.pipeline == "resident":
+        if self.pipeline == "synthetic":
+            loading = "one random batch on the device (compute-only bound)"
+        elif self.pipeline == "resident":
             loading = "data held on the device"
         else:
             loading = f"pinned memory {pinned}; {args.dataloader_num_workers} loader worker(s)"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from accel_recipes.ablation.arms import ArmContext, ArmError, effective_batch, parse_arms
-from accel_recipes.ablation.bound import bound_in_subprocess, bound_key, measure_bound
+from accel_recipes.ablation.bound import BOUND_FIELDS, bound_key, plan_bounds, summarize_bounds
 from accel_recipes.ablation.cli import parse_options
 from accel_recipes.ablation.plan import AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.ablation.report import TABLE, Report, markdown_table, write_report
@@ -121,6 +119,7 @@ def test_plan_interleaves_repeats_and_arms_override_the_recipe(tmp_path):
         repeats=2,
         output_dir=str(tmp_path / "ablation"),
         recipe_overrides={"max_steps": "100", "mixed_precision": "bf16", "output_dir": "ignored"},
+        bound=False,
     )
     ablation = plan_ablation(options, "cpu")
     runs = ablation.planned_runs()
@@ -167,14 +166,14 @@ def test_command_line_options_and_launch_command(tmp_path):
         parse_options(["--learning_rat", "0.1"])
 
 
-def test_cpu_runs_get_the_thread_count_and_sleeping_openmp_threads(monkeypatch):
+def test_cpu_runs_get_the_thread_count_and_the_callers_openmp_wait_policy(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     env = run_environment(threads=2)
-    assert env["OMP_NUM_THREADS"] == "2" and env["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert run_environment(threads=2)["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice is kept
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    assert "OMP_WAIT_POLICY" not in run_environment(threads=None)  # on a GPU machine nothing is changed
+    assert env["OMP_NUM_THREADS"] == "2" and "OMP_WAIT_POLICY" not in env  # OpenMP's default: fastest alone
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert run_environment(threads=2)["OMP_WAIT_POLICY"] == "PASSIVE"  # the user's choice is kept
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert "OMP_NUM_THREADS" in run_environment(threads=None)  # on a GPU machine nothing is changed
 
 
 def test_a_failed_run_is_described_by_its_own_error(tmp_path):
@@ -275,7 +274,11 @@ def test_report_files_from_fake_results(tmp_path):
         held_fixed=["the effective batch"],
         notes=["a note"],
         arms=[{"name": name} for name in ("baseline", "amp", "ga")],
-        bounds=[{"arms": ["baseline"], "images_per_second": 200.0}],
+        bounds=summarize_bounds(
+            plan_bounds(parse_arms("baseline", CONTEXT), lambda arm: make_args(arm.overrides)),
+            [fake_record("bound-1", 1, 190.0, tmp_path), fake_record("bound-1", 2, 200.0, tmp_path)],
+            lambda arm: make_args(arm.overrides),
+        ),
         records=records,
     )
     paths = write_report(report, tmp_path / "out")
@@ -286,6 +289,7 @@ def test_report_files_from_fake_results(tmp_path):
     text = paths[0].read_text()
     assert markdown_table(rows) in text and "| `baseline` |" in text and "**1.00** (0.90-1.10)" in text
     assert "`ga` repeat 1 (exit 1): out of memory" in text and "python recipes/ablate.py" in text
+    assert "| `bound-1` | `baseline` | no | 32 x 1 | 2/2 | 190.0 / 195.0 / 200.0 |" in text
     header = text.split("## Results")[1].split("\n| ")[1]
     assert all(name in header for name, _ in TABLE)
     with paths[1].open() as handle:
@@ -298,26 +302,54 @@ def test_report_files_from_fake_results(tmp_path):
 # ---- the bound ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("precision", "steps"), [("no", 1), ("bf16", 2), ("fp16", 1)])
-def test_bound_on_a_tiny_model_is_a_positive_throughput(precision, steps):
-    args = make_args(
-        {
-            "model_name_or_path": "test_resnet",
-            "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": steps,
-            "mixed_precision": precision,
-        }
-    )
-    value = measure_bound(args, ["a", "b", "c"], 32, torch.device("cpu"), warmup_steps=1, min_seconds=0.05)
-    assert math.isfinite(value) and value > 0
-
-
-def test_bound_of_a_missing_run_reports_why(tmp_path):
-    value, error = bound_in_subprocess(tmp_path / "nothing", 0.1, dict(os.environ))
-    assert value is None and "nothing" in error
-
-
 def test_arms_with_the_same_compute_share_a_bound():
     arms = {arm.name: make_args(arm.overrides) for arm in parse_arms("baseline,pin,amp,ga", CONTEXT)}
     assert bound_key(arms["baseline"]) == bound_key(arms["pin"])
     assert len({bound_key(arms[name]) for name in ("baseline", "amp", "ga")}) == 3
+
+
+def test_one_bound_arm_per_distinct_compute_on_synthetic_data():
+    arms = parse_arms(
+        "baseline,pin,amp,resident=amp+data_pipeline:resident,workers=amp+dataloader_num_workers:0", CONTEXT
+    )
+    plan = plan_bounds(arms, lambda arm: make_args(arm.overrides))
+    assert [bound.name for bound in plan.arms] == ["bound-1", "bound-2"]
+    assert plan.of == {
+        "baseline": "bound-1", "pin": "bound-1", "amp": "bound-2", "resident": "bound-2", "workers": "bound-2"
+    }  # fmt: skip
+    fp32, bf16 = (bound.overrides for bound in plan.arms)
+    assert fp32["data_pipeline"] == bf16["data_pipeline"] == "synthetic"
+    assert fp32["mixed_precision"] == "no" and bf16["mixed_precision"] == "bf16"
+    assert {fp32["per_device_train_batch_size"], bf16["per_device_train_batch_size"]} == {32}
+
+
+def test_bound_arms_run_interleaved_with_the_arms(tmp_path):
+    options = AblationOptions(config=None, arms="baseline,amp", repeats=2, output_dir=str(tmp_path / "a"))
+    ablation = plan_ablation(options, "cpu")
+    names = [(run.arm, run.repeat) for run in ablation.planned_runs()]
+    assert names == [
+        ("baseline", 1), ("amp", 1), ("bound-1", 1), ("bound-2", 1),
+        ("baseline", 2), ("amp", 2), ("bound-1", 2), ("bound-2", 2),
+    ]  # fmt: skip
+    bound_run = ablation.planned_runs()[2]
+    assert bound_run.overrides["data_pipeline"] == "synthetic" and bound_run.output_dir.name == "run-1"
+    no_bound = AblationOptions(config=None, arms="baseline,amp", repeats=1, output_dir=str(tmp_path / "b"), bound=False)
+    assert [run.arm for run in plan_ablation(no_bound, "cpu").planned_runs()] == ["baseline", "amp"]
+
+
+def test_bound_summaries_are_the_bound_arms_medians(tmp_path):
+    arms = parse_arms("baseline,amp", CONTEXT)
+    plan = plan_bounds(arms, lambda arm: make_args(arm.overrides))
+    records = [
+        fake_record("bound-1", 1, 300.0, tmp_path),
+        fake_record("bound-1", 2, 200.0, tmp_path),
+        fake_record("bound-1", 3, 250.0, tmp_path),
+        RunRecord("bound-2", 1, tmp_path / "bound-2" / "run-1", 1, 5.0, error="RuntimeError: boom"),
+    ]
+    first, second = summarize_bounds(plan, records, lambda arm: make_args(arm.overrides))
+    assert first["arms"] == ["baseline"] and first["runs_ok"] == "3/3"
+    assert (first["images_per_second_min"], first["images_per_second"], first["images_per_second_max"]) == (
+        200.0, 250.0, 300.0
+    )  # fmt: skip
+    assert set(first["settings"]) == set(BOUND_FIELDS) and first["settings"]["mixed_precision"] == "no"
+    assert second["images_per_second"] is None and second["error"] == "RuntimeError: boom"

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from accel_recipes.ablation.arms import AMP_DTYPES, BUILTIN_ARMS
-from accel_recipes.ablation.bound import BOUND_FIELDS, bound_in_subprocess, bound_key, default_device, run_arguments
+from accel_recipes.ablation.bound import summarize_bounds
 from accel_recipes.ablation.plan import Ablation, AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.ablation.report import Report, markdown_table, write_report
-from accel_recipes.ablation.runner import cpu_threads, run_all, run_environment
+from accel_recipes.ablation.runner import cpu_threads, run_all
 from accel_recipes.ablation.summary import RunRecord, summarize_all
 from accel_recipes.config import FIELDS, ConfigError
 
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ga_steps", type=int, help="micro-batches of `ga` (default: the recipe's, or 2)")
     parser.add_argument(
-        "--bound_seconds", type=float, default=5.0, help="timed seconds per compute-only bound; 0 skips the bound"
+        "--bound",
+        default="true",
+        help="measure each arm's compute-only bound: the same recipe on synthetic data held on the device, one "
+        "bound arm per distinct compute, run in the same interleaved repeats (default: %(default)s)",
     )
     parser.add_argument(
         "--keep_weights", default="false", help="keep each run's checkpoints and model weights (default: deleted)"
@@ -95,10 +100,17 @@ def parse_options(argv: list[str]) -> AblationOptions:
         launch_args=own["launch_args"],
         amp_dtype=own["amp_dtype"],
         ga_steps=own["ga_steps"],
-        bound_seconds=own["bound_seconds"],
+        bound=_flag("bound", own["bound"]),
         keep_weights=_flag("keep_weights", own["keep_weights"]),
         recipe_overrides=namespace,
     )
+
+
+def default_device() -> torch.device:
+    """The device a one-process run trains on: the accelerator when there is one, else the CPU."""
+    if torch.accelerator.is_available():
+        return torch.device(torch.accelerator.current_accelerator().type, 0)
+    return torch.device("cpu")
 
 
 def _cpu_name() -> str:
@@ -114,13 +126,12 @@ def _cpu_name() -> str:
 def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, threads: int | None) -> dict[str, Any]:
     import accelerate
     import timm
-    import torch
 
     done = next((record.results for record in records if record.ok), {})
     device = done.get("device", default_device().type)
     processes = done.get("num_processes", ablation.processes)
     if device == "cpu":
-        policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        policy = os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)")
         device = f"CPU: {_cpu_name()}, {threads} thread(s) per process, OMP_WAIT_POLICY={policy}"
     base = ablation.base
     length = f"max_steps {base.max_steps}" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
@@ -136,32 +147,6 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
         f"{base.dataloader_num_workers} loader worker(s), seed {base.seed}",
         "repeats": f"{ablation.options.repeats} per arm, interleaved",
     }
-
-
-def measure_bounds(ablation: Ablation, records: list[RunRecord], threads: int | None) -> list[dict[str, Any]]:
-    """One bound per distinct compute (model, precision, micro-batch, accumulation...) among the arms that ran,
-    each measured in its own process on the configuration of the arm's first finished run."""
-    measured: dict[tuple, dict[str, Any]] = {}
-    env = run_environment(threads)
-    for arm in ablation.arms:
-        run = next((record for record in records if record.arm == arm.name and record.ok), None)
-        if run is None:
-            continue
-        args = run_arguments(run.output_dir)
-        key = bound_key(args)
-        if key not in measured:
-            value, error = bound_in_subprocess(run.output_dir, ablation.options.bound_seconds, env)
-            settings = {name: getattr(args, name) for name in BOUND_FIELDS}
-            measured[key] = {"settings": settings, "arms": [], "images_per_second": value, "error": error}
-        measured[key]["arms"].append(arm.name)
-        value = measured[key]["images_per_second"]
-        shown = f"{value:,.1f} images/s" if value else f"not measured ({measured[key]['error']})"
-        print(
-            f"bound of {arm.name} ({args.mixed_precision}, {args.per_device_train_batch_size} x "
-            f"{args.gradient_accumulation_steps}): {shown}",
-            flush=True,
-        )
-    return list(measured.values())
 
 
 def run_notes(records: list[RunRecord]) -> list[str]:
@@ -188,8 +173,7 @@ def run_ablation(options: AblationOptions, command: str) -> int:
     records = run_all(runs, TRAIN_SCRIPT, options.launch_args, options.config, threads, None, options.keep_weights)
     done = [record.results for record in records if record.ok]
     ablation.processes = int(done[0].get("num_processes", ablation.processes)) if done else ablation.processes
-    skip = options.bound_seconds <= 0
-    bounds = [] if skip else measure_bounds(ablation, records, threads)
+    bounds = summarize_bounds(ablation.bounds, records, ablation.resolved)
     by_arm = {name: entry["images_per_second"] for entry in bounds for name in entry["arms"]}
     rows = summarize_all(ablation.arms, records, by_arm, options.target_accuracy)
     config_name = f"{Path(options.config).parent.name}/{Path(options.config).stem}" if options.config else "recipe"

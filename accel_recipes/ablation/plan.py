@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from accel_recipes.ablation.arms import Arm, ArmContext, effective_batch, parse_arms
+from accel_recipes.ablation.bound import BoundPlan, plan_bounds
 from accel_recipes.ablation.runner import PlannedRun, launched_processes
 from accel_recipes.config import ConfigError, RecipeArguments, load_recipe, make_args
 
@@ -30,7 +31,7 @@ class AblationOptions:
     launch_args: str = ""
     amp_dtype: str | None = None
     ga_steps: int | None = None
-    bound_seconds: float = 5.0
+    bound: bool = True  # measure each arm's compute-only bound (bound arms on synthetic data)
     keep_weights: bool = False
     recipe_overrides: dict[str, str] = field(default_factory=dict)  # --field value pairs for every run
 
@@ -43,6 +44,7 @@ class Ablation:
     arms: list[Arm]
     output_dir: Path
     processes: int
+    bounds: BoundPlan = field(default_factory=lambda: BoundPlan([], {}))
 
     def run_overrides(self, arm: Arm, output_dir: Path) -> dict[str, Any]:
         """The command-line fields of one run: defaults, then the user's, then the arm's, then the runner's."""
@@ -61,10 +63,10 @@ class Ablation:
         return make_args({**recipe, **self.run_overrides(arm, self.output_dir / arm.folder)})
 
     def planned_runs(self) -> list[PlannedRun]:
-        """Repeats interleaved: every arm once, then every arm again."""
+        """Repeats interleaved: every arm and bound arm once, then every one again."""
         runs = []
         for repeat in range(1, self.options.repeats + 1):
-            for arm in self.arms:
+            for arm in [*self.arms, *self.bounds.arms]:
                 folder = self.output_dir / arm.folder / f"run-{repeat}"
                 runs.append(PlannedRun(arm.name, repeat, folder, self.run_overrides(arm, folder)))
         return runs
@@ -92,6 +94,8 @@ def plan_ablation(options: AblationOptions, device_type: str) -> Ablation:
     ablation = Ablation(options, base, context, arms, output_dir, launched_processes(options.launch_args))
     for arm in arms:
         ablation.resolved(arm)  # a ConfigError naming the field now, not after hours of other arms
+    if options.bound:
+        ablation.bounds = plan_bounds(arms, ablation.resolved)
     return ablation
 
 
@@ -140,6 +144,14 @@ def held_fixed(ablation: Ablation, device_type: str) -> list[str]:
         f"{base.dataloader_num_workers} worker(s) in every arm, so pinning is measured alone.",
     }
     lines[3:3] = [switch_lines[switch] for switch in ("ga", "amp", "pin") if switch in used]
+    if ablation.bounds.arms:
+        lines.append(
+            "Each arm's compute-only bound is a bound arm (`bound-1`, ...): the arm's own settings with "
+            "`data_pipeline: synthetic`, one random batch held on the device as every training batch. Arms that "
+            "compute the same (model, precision, micro-batch, accumulation, memory format, optimizer) share one. "
+            "Bound arms are launched and timed like the arms, in the same interleaved repeats; their accuracy "
+            "means nothing."
+        )
     if device_type == "cpu" and "pin" in used:
         lines.append(
             "On a CPU there is no host-to-device copy and the loader pins nothing whatever the arm says: `pin` runs "

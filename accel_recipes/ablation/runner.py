@@ -79,13 +79,15 @@ def cpu_threads(processes: int) -> int:
 
 
 def run_environment(threads: int | None) -> dict[str, str]:
-    """The runs' environment. On a CPU (``threads`` given): that many OpenMP threads per process, and OpenMP
-    threads that sleep rather than spin while they wait (unless OMP_WAIT_POLICY is set): spinning threads of
-    two programs sharing the cores stall each other, which made throughput on a shared 2-core machine swing 10x."""
+    """The runs' environment. On a CPU (``threads`` given): that many OpenMP threads per process.
+
+    OMP_WAIT_POLICY is left as the caller has it: OpenMP's default (threads spin a while before they sleep) is the
+    fastest on a machine the ablation has to itself (ResNet-18 at 32x32 in bf16 trained at 0.65x the speed with
+    PASSIVE on a 2-core CPU). On a machine shared with other jobs, ``OMP_WAIT_POLICY=PASSIVE`` keeps the spinning
+    threads of two programs from stalling each other (BENCHMARKS.md, "Pitfalls")."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -132,7 +134,7 @@ class Progress:
 
 def prune_weights(output_dir: Path) -> None:
     """Drop a finished run's weights (checkpoints, best model, exported safetensors): an ablation measures runs,
-    it does not keep their models. ``model/config.json`` stays: the bound rebuilds the model from it."""
+    it does not keep their models. ``model/config.json`` stays, to say what was trained."""
     for folder in ("checkpoints", "best_model"):
         shutil.rmtree(output_dir / folder, ignore_errors=True)
     for weights in (output_dir / "model").glob("*.safetensors"):

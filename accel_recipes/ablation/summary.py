@@ -142,7 +142,7 @@ def summarize(
         peak_memory_mb=median_of(_result(done, "peak_memory_mb")),
         skipped_updates=median_of(_result(done, "skipped_updates")),
         data_wait_fraction=median_of(_result(done, "data_wait_fraction")),
-        bound_images_per_second=bound * processes if bound else None,
+        bound_images_per_second=bound,
     )
     if throughput:
         row.update(
@@ -157,7 +157,7 @@ def summarize(
                 speedup_max=throughput.max / baseline_throughput,
             )
         if bound:
-            row["fraction_of_bound"] = throughput.median / (bound * processes)
+            row["fraction_of_bound"] = throughput.median / bound
     if target_accuracy is not None and done:
         reached = [time_to_target(record.metrics, target_accuracy) for record in done]
         row["time_to_target_s"] = median_of(reached)

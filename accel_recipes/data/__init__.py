@@ -3,13 +3,16 @@
 from .bundle import DataBundle, build_data
 from .errors import DataError
 from .loaders import make_dataloader
-from .resident import ResidentLoader, choose_pipeline, decode_split, fits_in_memory
+from .resident import DeviceLoader, ResidentLoader, choose_pipeline, decode_split, fits_in_memory
+from .synthetic import SyntheticLoader
 from .transforms import make_transform, resolve_augmentation
 
 __all__ = [
     "DataBundle",
     "DataError",
+    "DeviceLoader",
     "ResidentLoader",
+    "SyntheticLoader",
     "build_data",
     "choose_pipeline",
     "decode_split",

@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import datasets
@@ -208,7 +208,52 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-class ResidentLoader(DataLoaderStateMixin):
+class DeviceLoader(DataLoaderStateMixin):
+    """Base of the loaders whose batches are made on the training device, not by a DataLoader.
+
+    Registers with Accelerate's ``GradientState`` like a prepared DataLoader, so ``accelerator.accumulate`` syncs
+    at the end of each epoch; ``set_epoch`` and ``skip_first_batches`` as on Accelerate's loaders. Subclasses say
+    how many batches an epoch has (``__len__``) and how to make batch ``b`` of epoch ``e`` (``_epoch``). Do not pass
+    one to ``accelerator.prepare``: its batches are already on the device and sharded.
+    """
+
+    epoch: int = 0
+    skip_batches: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next iteration's order and augmentation for ``epoch``; without it, each iteration is the next."""
+        self.epoch = epoch
+
+    def skip_first_batches(self, num_batches: int) -> DeviceLoader:
+        """A view of this loader whose next iteration starts at batch ``num_batches`` (resuming mid-epoch)."""
+        view = copy.copy(self)
+        view.skip_batches = num_batches
+        return view
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _epoch(self, epoch: int) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """The function that makes batch ``b`` of ``epoch`` (work shared by the epoch's batches done once here)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        make_batch = self._epoch(epoch)
+        batches = len(self)
+        self.gradient_state = GradientState()
+        self.begin()
+        self.remainder = -1  # padding is marked by label -1, not by a remainder for gather_for_metrics to cut
+        try:
+            for batch in range(self.skip_batches, batches):
+                self.end_of_dataloader = batch == batches - 1
+                yield make_batch(batch)
+        finally:
+            self.end()
+
+
+class ResidentLoader(DeviceLoader):
     """(images, labels) batches from a uint8 (N, C, H, W) tensor held on ``device``, shuffled and augmented there.
 
     Training: each epoch one ``randperm`` seeded with (seed, epoch), the same on every process; with
@@ -220,9 +265,7 @@ class ResidentLoader(DataLoaderStateMixin):
     Evaluation: no augmentation; contiguous shards padded to ``ceil(N / num_processes)`` with label -1, so every
     process yields batches of the same sizes and gathered metrics count each sample once after dropping labels < 0.
 
-    Images come out uint8 when no resizing happened, else float32 in 0..255. Registers with Accelerate's
-    ``GradientState`` like a prepared DataLoader, so ``accelerator.accumulate`` syncs at the end of each epoch.
-    Do not pass it to ``accelerator.prepare``: it is already on the device and sharded.
+    Images come out uint8 when no resizing happened, else float32 in 0..255.
     """
 
     def __init__(
@@ -264,19 +307,7 @@ class ResidentLoader(DataLoaderStateMixin):
         self.augmentation, self.crop_padding, self.interpolation = augmentation, crop_padding, interpolation
         self.input_size = input_size or images.shape[-1]
         self.process_index, self.num_processes = process_index, num_processes
-        self.epoch = 0
-        self.skip_batches = 0
         self.generator = torch.Generator(device=self.device)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the next iteration's order and augmentation for ``epoch``; without it, each iteration is the next."""
-        self.epoch = epoch
-
-    def skip_first_batches(self, num_batches: int) -> ResidentLoader:
-        """A view of this loader whose next iteration starts at batch ``num_batches`` (resuming mid-epoch)."""
-        view = copy.copy(self)
-        view.skip_batches = num_batches
-        return view
 
     def _samples_per_process(self) -> int:
         count, world = len(self.images), self.num_processes
@@ -321,17 +352,7 @@ class ResidentLoader(DataLoaderStateMixin):
         top, left, flip = draw_crop_flip(len(images), self.crop_padding, self.generator)
         return crop_flip(images, top, left, flip, self.crop_padding), labels
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
+    def _epoch(self, epoch: int) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(epoch)
-        batches = len(self)
-        self.gradient_state = GradientState()
-        self.begin()
-        self.remainder = -1  # padding is marked by label -1, not by a remainder for gather_for_metrics to cut
-        try:
-            for batch in range(self.skip_batches, batches):
-                self.end_of_dataloader = batch == batches - 1
-                yield self._batch(order[batch * self.batch_size : (batch + 1) * self.batch_size], epoch, batch)
-        finally:
-            self.end()
+        size = self.batch_size
+        return lambda batch: self._batch(order[batch * size : (batch + 1) * size], epoch, batch)

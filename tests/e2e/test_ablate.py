@@ -44,7 +44,6 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
         "--repeats", "2",
         "--output_dir", str(output_dir),
         "--target_accuracy", "0.01",
-        "--bound_seconds", "0.2",
         "--dataset_name", str(dataset),
         "--model_name_or_path", "test_resnet",
         "--per_device_train_batch_size", "8",
@@ -59,7 +58,8 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
 
     progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split(":")[0] for line in progress] == [
-        "[1/4] baseline repeat 1", "[2/4] ga+amp repeat 1", "[3/4] baseline repeat 2", "[4/4] ga+amp repeat 2"
+        "[1/8] baseline repeat 1", "[2/8] ga+amp repeat 1", "[3/8] bound-1 repeat 1", "[4/8] bound-2 repeat 1",
+        "[5/8] baseline repeat 2", "[6/8] ga+amp repeat 2", "[7/8] bound-1 repeat 2", "[8/8] bound-2 repeat 2",
     ]  # fmt: skip
     assert all("done in" in line for line in progress)
     for name in ("ablation.md", "ablation.csv", "ablation.json", "learning_curves.png", "speedup.png"):
@@ -92,6 +92,10 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
     assert rows["ga+amp"]["mixed_precision"] == "bf16" and rows["baseline"]["mixed_precision"] == "no"
 
     data = json.loads((output_dir / "ablation.json").read_text())
-    assert len(data["runs"]) == 4 and all(run["returncode"] == 0 for run in data["runs"])
-    assert len(data["bounds"]) == 2 and all(bound["images_per_second"] > 0 for bound in data["bounds"])
+    assert len(data["runs"]) == 8 and all(run["returncode"] == 0 for run in data["runs"])
+    assert [bound["arms"] for bound in data["bounds"]] == [["baseline"], ["ga+amp"]]
+    assert all(bound["images_per_second"] > 0 and bound["runs_ok"] == "2/2" for bound in data["bounds"])
+    bound_config = (output_dir / "bound-2" / "run-1" / "config.yaml").read_text()
+    assert "data_pipeline: synthetic" in bound_config and "mixed_precision: bf16" in bound_config
+    assert "## Compute-only bounds" in markdown and "| `bound-2` | `ga+amp` | bf16 | 4 x 2 | 2/2 |" in markdown
     assert data["setup"]["device"].startswith("CPU") and "torch" in data["setup"]["software"]
