@@ -35,3 +35,6 @@ def test_epoch_end_reaches_accelerate_and_resume_skips_batches():
 def test_bad_sizes_are_refused_with_the_values():
     with pytest.raises(DataError, match="got 0, 3, 32, 10"):
         SyntheticLoader(0, 3, 32, 10)
+    with pytest.raises(DataError, match="got 8, -1, 32, 10"):
+        SyntheticLoader(8, -1, 32, 10)
+    assert list(SyntheticLoader(8, 0, 32, 10)) == []  # too few samples for a batch: the engine says so

@@ -30,9 +30,10 @@ class SyntheticLoader(DeviceLoader):
         device: torch.device | str = "cpu",
         seed: int = 0,
     ) -> None:
-        if min(batch_size, num_batches, input_size, num_classes) < 1:
+        # num_batches may be 0 (a training set smaller than one batch): the engine reports that with the sizes.
+        if min(batch_size, input_size, num_classes) < 1 or num_batches < 0:
             raise DataError(
-                "a synthetic loader needs batch_size, num_batches, input_size and num_classes >= 1, got "
+                "a synthetic loader needs batch_size, input_size and num_classes >= 1 and num_batches >= 0, got "
                 f"{batch_size}, {num_batches}, {input_size}, {num_classes}"
             )
         generator = torch.Generator().manual_seed(seed)
