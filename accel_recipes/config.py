@@ -98,7 +98,7 @@ class RecipeArguments:
         metadata=_help(
             "stream: per-sample transforms through a DataLoader; resident: decode once into a uint8 tensor kept "
             "on the device and augment whole batches there; auto: resident when it fits resident_memory_budget_gb; "
-            "synthetic: one random batch on the device as every training batch (benchmarks: the compute-only bound)"
+            "synthetic: one training batch held on the device as every batch (benchmarks: the compute-only bound)"
         ),
     )
     resident_memory_budget_gb: float = field(
@@ -333,6 +333,12 @@ def validate(args: RecipeArguments) -> None:
             raise ConfigError(f"'{strategy}: steps' needs '{steps}' set to a positive number of updates")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise ConfigError(f"'save_total_limit' must be at least 1 or None, got {args.save_total_limit}")
+    if args.push_to_hub and args.data_pipeline == "synthetic":
+        raise ConfigError(
+            "'push_to_hub' is true with 'data_pipeline: synthetic', which trains on one batch over and over: "
+            "the model would be worthless. Set push_to_hub false for a throughput measurement, or pick a real "
+            "data_pipeline"
+        )
     known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
     for tracker in args.report_targets():
         if tracker not in known_trackers:

@@ -34,6 +34,7 @@ from accel_recipes.data import (
     SyntheticLoader,
     choose_pipeline,
     decode_split,
+    first_batch,
     make_dataloader,
     make_transform,
     resolve_augmentation,
@@ -190,7 +191,7 @@ class Trainer:
 
     def _resident_loaders(self) -> tuple:
         """Each split decoded once (cached on disk), held on the device, augmented there in whole batches; with
-        ``data_pipeline: synthetic`` only the evaluation splits, training on one random batch."""
+        ``data_pipeline: synthetic`` only the evaluation splits, training on one batch held on the device."""
         args, spec, data, accelerator = self.args, self.spec, self.data, self.accelerator
 
         def resident(split, batch_size: int, train: bool) -> ResidentLoader:
@@ -221,21 +222,16 @@ class Trainer:
         return train, validation, test
 
     def _synthetic_loader(self) -> SyntheticLoader:
-        """As many batches per epoch as the resident path's, all the same random batch: the compute-only bound."""
+        """As many batches per epoch as the resident path's, all the same batch of the run's own training images
+        (the first ones, at the model's input size): the compute-only bound."""
         args, accelerator = self.args, self.accelerator
         batches = len(self.data.train) // (args.per_device_train_batch_size * accelerator.num_processes)
         accelerator.print(
-            "data_pipeline synthetic: every training batch is the same random batch (a throughput measurement; "
-            "the accuracy means nothing)"
+            "data_pipeline synthetic: every training batch is the same batch of training images (a throughput "
+            "measurement; the accuracy means nothing)"
         )
-        return SyntheticLoader(
-            args.per_device_train_batch_size,
-            batches,
-            self.spec.input_size,
-            self.num_classes,
-            device=accelerator.device,
-            seed=args.seed,
-        )
+        images, labels = first_batch(self.data.train, args.per_device_train_batch_size, self.spec.input_size)
+        return SyntheticLoader(images, labels, batches, device=accelerator.device)
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -437,7 +433,7 @@ class Trainer:
         test_size = len(data.test) if data.test is not None else 0
         pinned = args.dataloader_pin_memory and self.accelerator.device.type != "cpu"
         if self.pipeline == "synthetic":
-            loading = "one random batch on the device (compute-only bound)"
+            loading = "one training batch held on the device (compute-only bound)"
         elif self.pipeline == "resident":
             loading = "data held on the device"
         else:

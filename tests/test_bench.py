@@ -11,7 +11,7 @@ import pytest
 
 from accel_recipes.ablation.arms import ArmContext, ArmError, effective_batch, parse_arms
 from accel_recipes.ablation.bound import BOUND_FIELDS, bound_key, plan_bounds, summarize_bounds
-from accel_recipes.ablation.cli import parse_options
+from accel_recipes.ablation.cli import parse_options, setup_facts
 from accel_recipes.ablation.plan import AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.ablation.report import TABLE, Report, markdown_table, write_report
 from accel_recipes.ablation.runner import (
@@ -164,6 +164,18 @@ def test_command_line_options_and_launch_command(tmp_path):
     assert format_value(True) == "true" and format_value(0.5) == "0.5"
     with pytest.raises(ConfigError, match="unknown argument '--learning_rat'; did you mean '--learning_rate'"):
         parse_options(["--learning_rat", "0.1"])
+
+
+def test_setup_names_each_arms_worker_count_when_the_arms_set_it(tmp_path):
+    facts = setup_facts(
+        plan_ablation(AblationOptions(config=None, arms="baseline,amp", output_dir=str(tmp_path / "a")), "cpu"),
+        [], "ablate", threads=2,
+    )  # fmt: skip
+    assert "0 loader worker(s)" in facts["training"]  # the recipe default's, in every arm
+    arms = "baseline,w0=amp+dataloader_num_workers:0,w1=amp+dataloader_num_workers:2"
+    ablation = plan_ablation(AblationOptions(config=None, arms=arms, output_dir=str(tmp_path / "b")), "cpu")
+    training = setup_facts(ablation, [], "ablate", threads=2)["training"]
+    assert "loader workers baseline 0, w0 0, w1 2" in training
 
 
 def test_cpu_runs_get_the_thread_count_and_the_callers_openmp_wait_policy(monkeypatch):

@@ -69,6 +69,12 @@ def test_steps_strategy_needs_its_steps():
         parse_args(["--eval_strategy", "steps"])
 
 
+def test_synthetic_data_is_never_pushed():
+    with pytest.raises(ConfigError, match="'push_to_hub' is true with 'data_pipeline: synthetic'"):
+        parse_args(["--data_pipeline", "synthetic", "--push_to_hub", "true"])
+    assert parse_args(["--data_pipeline", "synthetic"]).push_to_hub is False
+
+
 def test_missing_recipe_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         parse_args(["--config", str(tmp_path / "nope.yaml")])

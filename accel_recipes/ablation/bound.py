@@ -1,10 +1,10 @@
 """The compute-only bound: how fast an arm's model trains when the input costs nothing.
 
 Measured by the recipe itself: for each distinct compute among the arms (model, precision, micro-batch,
-accumulation, memory format...), a *bound arm* runs the same recipe with ``data_pipeline: synthetic`` (one random
-batch held on the device serves as every training batch). It is launched like every arm, in the same
-interleaved repeats, and its throughput is read the same way (steady state, warm-up excluded), so an arm's median
-images/s over its bound's is a like-for-like share, not a ratio of two differently taken measurements.
+accumulation, memory format...), a *bound arm* runs the same recipe with ``data_pipeline: synthetic`` (one batch of
+the run's training images, held on the device, serves as every training batch). It is launched like every arm, in
+the same interleaved repeats, and its throughput is read the same way (steady state, warm-up excluded), so an
+arm's median images/s over its bound's is a like-for-like share, not a ratio of two differently taken measurements.
 """
 
 from __future__ import annotations

@@ -123,6 +123,14 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _loader_workers(ablation: Ablation) -> str:
+    """The streaming loader's worker count: one number when every arm keeps it, else each arm's own."""
+    counts = {arm.name: ablation.resolved(arm).dataloader_num_workers for arm in ablation.arms}
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} loader worker(s)"
+    return "loader workers " + ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
 def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, threads: int | None) -> dict[str, Any]:
     import accelerate
     import timm
@@ -144,7 +152,7 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
         "model": f"{base.model_name_or_path} ({'pretrained' if base.pretrained else 'from scratch'})",
         "data": base.dataset_name + (f", max_train_samples {base.max_train_samples}" if base.max_train_samples else ""),
         "training": f"{length}, effective batch {ablation.context.effective_batch} per process, "
-        f"{base.dataloader_num_workers} loader worker(s), seed {base.seed}",
+        f"{_loader_workers(ablation)}, seed {base.seed}",
         "repeats": f"{ablation.options.repeats} per arm, interleaved",
     }
 

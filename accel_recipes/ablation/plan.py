@@ -147,10 +147,10 @@ def held_fixed(ablation: Ablation, device_type: str) -> list[str]:
     if ablation.bounds.arms:
         lines.append(
             "Each arm's compute-only bound is a bound arm (`bound-1`, ...): the arm's own settings with "
-            "`data_pipeline: synthetic`, one random batch held on the device as every training batch. Arms that "
-            "compute the same (model, precision, micro-batch, accumulation, memory format, optimizer) share one. "
-            "Bound arms are launched and timed like the arms, in the same interleaved repeats; their accuracy "
-            "means nothing."
+            "`data_pipeline: synthetic`, one batch of training images held on the device as every training batch. "
+            "Arms that compute the same (model, precision, micro-batch, accumulation, memory format, optimizer) "
+            "share one. Bound arms are launched and timed like the arms, in the same interleaved repeats; their "
+            "accuracy means nothing."
         )
     if device_type == "cpu" and "pin" in used:
         lines.append(

@@ -116,8 +116,8 @@ def markdown(
         "evaluation and checkpoints excluded, device synchronised), summed over processes. Speed-up is an arm's "
         "median images/s over the baseline's (in brackets: its slowest and fastest repeat over that median). "
         "Bound: the median images/s of the arm's bound arm (below), the same recipe and compute trained on one "
-        "random batch held on the device (`data_pipeline: synthetic`), launched and measured like every arm in the "
-        "same interleaved repeats; *of bound* is the arm's median images/s over it.",
+        "batch of its training images held on the device (`data_pipeline: synthetic`), launched and measured like "
+        "every arm in the same interleaved repeats; *of bound* is the arm's median images/s over it.",
         "",
         markdown_table(rows),
         "",

@@ -4,7 +4,7 @@ from .bundle import DataBundle, build_data
 from .errors import DataError
 from .loaders import make_dataloader
 from .resident import DeviceLoader, ResidentLoader, choose_pipeline, decode_split, fits_in_memory
-from .synthetic import SyntheticLoader
+from .synthetic import SyntheticLoader, first_batch
 from .transforms import make_transform, resolve_augmentation
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "build_data",
     "choose_pipeline",
     "decode_split",
+    "first_batch",
     "fits_in_memory",
     "make_dataloader",
     "make_transform",
