@@ -12,7 +12,7 @@ import pytest
 from accel_recipes.ablation.arms import ArmContext, ArmError, effective_batch, parse_arms
 from accel_recipes.ablation.bound import BOUND_FIELDS, bound_key, plan_bounds, summarize_bounds
 from accel_recipes.ablation.cli import parse_options, setup_facts
-from accel_recipes.ablation.plan import AblationOptions, arm_notes, held_fixed, plan_ablation
+from accel_recipes.ablation.plan import AblationOptions, arm_notes, held_fixed, plan_ablation, rotation
 from accel_recipes.ablation.report import TABLE, Report, markdown_table, write_report
 from accel_recipes.ablation.runner import (
     _last_error,
@@ -123,7 +123,7 @@ def test_plan_interleaves_repeats_and_arms_override_the_recipe(tmp_path):
     )
     ablation = plan_ablation(options, "cpu")
     runs = ablation.planned_runs()
-    assert [(run.arm, run.repeat) for run in runs] == [("baseline", 1), ("ga", 1), ("baseline", 2), ("ga", 2)]
+    assert [(run.arm, run.repeat) for run in runs] == [("baseline", 1), ("ga", 1), ("ga", 2), ("baseline", 2)]
     assert runs[1].output_dir == tmp_path / "ablation" / "ga" / "run-1"
     first, second = runs[0].overrides, runs[1].overrides
     assert first["output_dir"] == str(runs[0].output_dir)  # the runner owns the folders
@@ -339,14 +339,23 @@ def test_bound_arms_run_interleaved_with_the_arms(tmp_path):
     options = AblationOptions(config=None, arms="baseline,amp", repeats=2, output_dir=str(tmp_path / "a"))
     ablation = plan_ablation(options, "cpu")
     names = [(run.arm, run.repeat) for run in ablation.planned_runs()]
+    # the second repeat starts half-way along
     assert names == [
         ("baseline", 1), ("amp", 1), ("bound-1", 1), ("bound-2", 1),
-        ("baseline", 2), ("amp", 2), ("bound-1", 2), ("bound-2", 2),
+        ("bound-1", 2), ("bound-2", 2), ("baseline", 2), ("amp", 2),
     ]  # fmt: skip
     bound_run = ablation.planned_runs()[2]
     assert bound_run.overrides["data_pipeline"] == "synthetic" and bound_run.output_dir.name == "run-1"
     no_bound = AblationOptions(config=None, arms="baseline,amp", repeats=1, output_dir=str(tmp_path / "b"), bound=False)
     assert [run.arm for run in plan_ablation(no_bound, "cpu").planned_runs()] == ["baseline", "amp"]
+
+
+def test_each_repeat_starts_further_along_so_recurring_load_moves_between_arms():
+    assert [rotation(repeat, 1, 5) for repeat in (1,)] == [0]
+    assert [rotation(repeat, 4, 8) for repeat in (1, 2, 3, 4)] == [0, 2, 4, 6]
+    assert [rotation(repeat, 6, 11) for repeat in range(1, 7)] == [0, 2, 4, 6, 7, 9]  # spread, never repeated
+    assert [rotation(repeat, 3, 2) for repeat in (1, 2, 3)] == [0, 1, 1]  # more repeats than arms: still in range
+    assert rotation(1, 2, 0) == 0
 
 
 def test_bound_summaries_are_the_bound_arms_medians(tmp_path):

@@ -153,7 +153,7 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
         "data": base.dataset_name + (f", max_train_samples {base.max_train_samples}" if base.max_train_samples else ""),
         "training": f"{length}, effective batch {ablation.context.effective_batch} per process, "
         f"{_loader_workers(ablation)}, seed {base.seed}",
-        "repeats": f"{ablation.options.repeats} per arm, interleaved",
+        "repeats": f"{ablation.options.repeats} per arm, interleaved, each repeat's order rotated",
     }
 
 

@@ -63,13 +63,25 @@ class Ablation:
         return make_args({**recipe, **self.run_overrides(arm, self.output_dir / arm.folder)})
 
     def planned_runs(self) -> list[PlannedRun]:
-        """Repeats interleaved: every arm and bound arm once, then every one again."""
+        """Repeats interleaved: every arm and bound arm once, then every one again, each repeat in the same order
+        rotated to start further along (see ``rotation``)."""
+        every_arm = [*self.arms, *self.bounds.arms]
         runs = []
         for repeat in range(1, self.options.repeats + 1):
-            for arm in [*self.arms, *self.bounds.arms]:
+            shift = rotation(repeat, self.options.repeats, len(every_arm))
+            for arm in every_arm[shift:] + every_arm[:shift]:
                 folder = self.output_dir / arm.folder / f"run-{repeat}"
                 runs.append(PlannedRun(arm.name, repeat, folder, self.run_overrides(arm, folder)))
         return runs
+
+
+def rotation(repeat: int, repeats: int, arms: int) -> int:
+    """Where repeat ``repeat`` (1-based) starts in the list of arms: 0 for the first, then evenly further along.
+
+    Load that comes and goes on a shared machine can recur at about the length of one repeat (every repeat is
+    the same runs, so the same length). In a fixed order it would then fall on the same arm in every repeat and
+    bias that arm's median; rotated, each arm runs at positions spread over the whole repeat."""
+    return round((repeat - 1) * arms / repeats) % arms if arms else 0
 
 
 def default_amp_dtype(device_type: str) -> str:
@@ -127,8 +139,9 @@ def held_fixed(ablation: Ablation, device_type: str) -> list[str]:
         "device-resident path is an arm of its own: `resident=data_pipeline:resident`, combinable (`all+resident`); "
         "it draws its augmentation from generators of its own, so its accuracy is not bit-comparable.",
         "Each arm and repeat is a fresh `accelerate launch` with its own output folder; repeats are interleaved (every "
-        "arm once, then again) so drifting machine load slows every arm alike. Evaluation and checkpoints never count "
-        "as training time; checkpoints are off unless asked for (save_strategy no).",
+        "arm once, then again) so drifting machine load slows every arm alike, and each repeat starts at another arm "
+        "(the same order, rotated) so load that recurs every repeat does not fall on one arm each time. Evaluation "
+        "and checkpoints never count as training time; checkpoints are off unless asked for (save_strategy no).",
     ]
     switch_lines = {
         "ga": f"`ga` takes each batch of {batch} as {k} micro-batches of {batch // k}: the same gradient (each "

@@ -1,8 +1,9 @@
 """Each arm and repeat as a clean run: its own ``accelerate launch recipes/train.py`` and its own output_dir.
 
 Repeats are interleaved (repeat 1 of every arm, then repeat 2, ...) so that a machine whose load drifts during
-the ablation slows every arm alike. A run's output goes to ``launch.log`` in its folder; the terminal gets one
-line per run, rewritten in place with the run's progress when it is a terminal.
+the ablation slows every arm alike; each repeat's order is rotated (``plan.rotation``) so that load recurring
+at the period of one repeat does not fall on the same arm every time. A run's output goes to ``launch.log`` in its
+folder; the terminal gets one line per run, rewritten in place with the run's progress when it is a terminal.
 """
 
 from __future__ import annotations

@@ -57,9 +57,10 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
 
     progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    # each repeat rotated: the second starts half-way along
     assert [line.split(":")[0] for line in progress] == [
         "[1/8] baseline repeat 1", "[2/8] ga+amp repeat 1", "[3/8] bound-1 repeat 1", "[4/8] bound-2 repeat 1",
-        "[5/8] baseline repeat 2", "[6/8] ga+amp repeat 2", "[7/8] bound-1 repeat 2", "[8/8] bound-2 repeat 2",
+        "[5/8] bound-1 repeat 2", "[6/8] bound-2 repeat 2", "[7/8] baseline repeat 2", "[8/8] ga+amp repeat 2",
     ]  # fmt: skip
     assert all("done in" in line for line in progress)
     for name in ("ablation.md", "ablation.csv", "ablation.json", "learning_curves.png", "speedup.png"):
