@@ -172,10 +172,10 @@ def test_setup_names_each_arms_worker_count_when_the_arms_set_it(tmp_path):
         [], "ablate", threads=2,
     )  # fmt: skip
     assert "0 loader worker(s)" in facts["training"]  # the recipe default's, in every arm
-    arms = "baseline,w0=amp+dataloader_num_workers:0,w1=amp+dataloader_num_workers:2"
+    arms = "baseline,w0=amp+dataloader_num_workers:0,w1=amp+dataloader_num_workers:2,r=amp+data_pipeline:resident"
     ablation = plan_ablation(AblationOptions(config=None, arms=arms, output_dir=str(tmp_path / "b")), "cpu")
     training = setup_facts(ablation, [], "ablate", threads=2)["training"]
-    assert "loader workers baseline 0, w0 0, w1 2" in training
+    assert "loader workers baseline 0, w0 0, w1 2, seed" in training  # the resident arm has no loader workers
 
 
 def test_cpu_runs_get_the_thread_count_and_the_callers_openmp_wait_policy(monkeypatch):

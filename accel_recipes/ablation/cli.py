@@ -124,8 +124,16 @@ def _cpu_name() -> str:
 
 
 def _loader_workers(ablation: Ablation) -> str:
-    """The streaming loader's worker count: one number when every arm keeps it, else each arm's own."""
-    counts = {arm.name: ablation.resolved(arm).dataloader_num_workers for arm in ablation.arms}
+    """The streaming loader's worker count: one number when every arm keeps it, else each arm's own (arms whose
+    data is held on the device have no loader workers and are left out)."""
+    resolved = {arm.name: ablation.resolved(arm) for arm in ablation.arms}
+    counts = {
+        name: args.dataloader_num_workers
+        for name, args in resolved.items()
+        if args.data_pipeline not in ("resident", "synthetic")
+    }
+    if not counts:
+        return "no loader workers (data held on the device)"
     if len(set(counts.values())) == 1:
         return f"{next(iter(counts.values()))} loader worker(s)"
     return "loader workers " + ", ".join(f"{name} {count}" for name, count in counts.items())
