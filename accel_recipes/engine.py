@@ -10,6 +10,7 @@ epoch, as timm's does), which keeps every micro-batch the same size on every pro
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -44,6 +45,8 @@ from accel_recipes.models import ModelSpec, logits_of
 from accel_recipes.optim import create_optimizer, create_scheduler
 from accel_recipes.reporting import MetricsLog, truncate_metrics
 from accel_recipes.state import DeviceClock, RunState, StopRequest, peak_memory_mb
+
+logger = logging.getLogger(__name__)
 
 STOP_POLL_UPDATES = 10  # several processes agree on a stop signal this often (one all-reduce each time)
 
@@ -81,9 +84,16 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
         step_scheduler_with_optimizer=False,
     )
     args.mixed_precision = accelerator.mixed_precision  # resolved, so config.yaml records what ran
-    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
-        accelerator.native_amp = True
-        accelerator.scaler = torch.amp.GradScaler("cpu")
+    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        if accelerator.scaler is None:
+            accelerator.native_amp = True
+            accelerator.scaler = torch.amp.GradScaler("cpu")
+        if accelerator.is_main_process:
+            logger.warning(
+                "mixed_precision fp16 on a CPU: torch's CPU fp16 autocast with loss scaling is correct, but on CPUs "
+                "without fast fp16 arithmetic it trains many times slower than bf16 or fp32; pass "
+                "--mixed_precision bf16 (or no) to train on a CPU"
+            )
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
@@ -173,55 +183,53 @@ class Trainer:
 
     def _stream_loaders(self) -> tuple:
         """Per-sample transforms through DataLoaders, prepared by Accelerate (sharding, device placement)."""
-        args, spec, data = self.args, self.spec, self.data
-        transforms = {
-            train: make_transform(
-                train, self.augmentation, spec.input_size, data.native_size, args.crop_padding, spec.interpolation
-            )
-            for train in (True, False)
-        }
-        batch_size, eval_batch_size = args.per_device_train_batch_size, args.per_device_eval_batch_size
-        train = make_dataloader(data.train, transforms[True], batch_size, shuffle=True, args=args, drop_last=True)
-        validation = make_dataloader(data.validation, transforms[False], eval_batch_size, shuffle=False, args=args)
-        test = None
-        if data.test is not None:
-            test = make_dataloader(data.test, transforms[False], eval_batch_size, shuffle=False, args=args)
-        train, validation = self.accelerator.prepare(train, validation)
-        return train, validation, self.accelerator.prepare(test) if test is not None else None
+        data = self.data
+        test = self.stream_loader(data.test, train=False) if data.test is not None else None
+        return self.stream_loader(data.train, train=True), self.stream_loader(data.validation, train=False), test
+
+    def stream_loader(self, split, train: bool, args: RecipeArguments | None = None):
+        """``split`` through a DataLoader of per-sample transforms (augmented and shuffled when ``train``),
+        prepared by Accelerate; ``args`` (default: the run's) gives the dataloader_* settings."""
+        args, spec = args or self.args, self.spec
+        transform = make_transform(
+            train, self.augmentation, spec.input_size, self.data.native_size, args.crop_padding, spec.interpolation
+        )
+        batch_size = args.per_device_train_batch_size if train else args.per_device_eval_batch_size
+        loader = make_dataloader(split, transform, batch_size, shuffle=train, args=args, drop_last=train)
+        return self.accelerator.prepare(loader)
 
     def _resident_loaders(self) -> tuple:
         """Each split decoded once (cached on disk), held on the device, augmented there in whole batches; with
         ``data_pipeline: synthetic`` only the evaluation splits, training on one batch held on the device."""
-        args, spec, data, accelerator = self.args, self.spec, self.data, self.accelerator
-
-        def resident(split, batch_size: int, train: bool) -> ResidentLoader:
-            with accelerator.local_main_process_first():  # one process per machine decodes and writes the cache
-                images, labels = decode_split(split, data.native_size, args.cache_dir, args.skip_corrupt_images)
-            return ResidentLoader(
-                images,
-                labels,
-                batch_size,
-                train=train,
-                drop_last=train,
-                device=accelerator.device,
-                seed=args.seed,
-                augmentation=self.augmentation,
-                input_size=spec.input_size,
-                crop_padding=args.crop_padding,
-                interpolation=spec.interpolation,
-                process_index=accelerator.process_index,
-                num_processes=accelerator.num_processes,
-            )
-
-        if self.pipeline == "synthetic":
-            train = self._synthetic_loader()
-        else:
-            train = resident(data.train, args.per_device_train_batch_size, train=True)
-        validation = resident(data.validation, args.per_device_eval_batch_size, train=False)
-        test = resident(data.test, args.per_device_eval_batch_size, train=False) if data.test is not None else None
+        data = self.data
+        train = self.synthetic_loader() if self.pipeline == "synthetic" else self.resident_loader(data.train, True)
+        validation = self.resident_loader(data.validation, train=False)
+        test = self.resident_loader(data.test, train=False) if data.test is not None else None
         return train, validation, test
 
-    def _synthetic_loader(self) -> SyntheticLoader:
+    def resident_loader(self, split, train: bool) -> ResidentLoader:
+        """``split`` decoded once (one process per machine decodes and writes the cache), held on the device and
+        cut into batches there, augmented and reshuffled each epoch when ``train``."""
+        args, accelerator = self.args, self.accelerator
+        with accelerator.local_main_process_first():
+            images, labels = decode_split(split, self.data.native_size, args.cache_dir, args.skip_corrupt_images)
+        return ResidentLoader(
+            images,
+            labels,
+            args.per_device_train_batch_size if train else args.per_device_eval_batch_size,
+            train=train,
+            drop_last=train,
+            device=accelerator.device,
+            seed=args.seed,
+            augmentation=self.augmentation,
+            input_size=self.spec.input_size,
+            crop_padding=args.crop_padding,
+            interpolation=self.spec.interpolation,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+        )
+
+    def synthetic_loader(self) -> SyntheticLoader:
         """As many batches per epoch as the resident path's, all the same batch of the run's own training images
         (the first ones, at the model's input size): the compute-only bound."""
         args, accelerator = self.args, self.accelerator
@@ -240,9 +248,25 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         return logits_of(self.forward_module(images))
 
+    def train_micro_batch(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int) -> torch.Tensor:
+        """Forward and backward of micro-batch ``micro_index`` of an epoch, its loss weighted for its accumulation
+        window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a window).
+        Returns the detached loss times its share of the window, summed into the window's mean loss."""
+        args, accelerator, k = self.args, self.accelerator, self.args.gradient_accumulation_steps
+        with accelerator.accumulate(self.model):
+            logits = self._forward(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing_factor)
+            weight = accumulation_weight(self.plan, micro_index, k)
+            accelerator.backward(loss * weight)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach() * (weight / k)
+
     def _train_epoch(self, epoch: int, progress: tqdm) -> None:
         """Train epoch ``epoch`` (0-based) from micro-batch ``state.micro_in_epoch`` on (non-zero on resume)."""
-        args, accelerator, state, k = self.args, self.accelerator, self.state, self.args.gradient_accumulation_steps
+        args, accelerator, state = self.args, self.accelerator, self.state
         self.model.train()
         self.train_loader.set_epoch(epoch)
         start = state.micro_in_epoch
@@ -263,16 +287,7 @@ class Trainer:
                 break
             images, labels = batch
             micro_index += 1
-            with accelerator.accumulate(self.model):
-                logits = self._forward(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing_factor)
-                weight = accumulation_weight(self.plan, micro_index, k)
-                accelerator.backward(loss * weight)
-                window_loss += loss.detach() * (weight / k)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            window_loss += self.train_micro_batch(images, labels, micro_index)
             state.train_samples += images.shape[0] * accelerator.num_processes
             state.skipped_images += args.per_device_train_batch_size - images.shape[0]
             if not accelerator.sync_gradients:

@@ -113,7 +113,7 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -148,7 +148,7 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
     processes = done.get("num_processes", ablation.processes)
     if device == "cpu":
         policy = os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)")
-        device = f"CPU: {_cpu_name()}, {threads} thread(s) per process, OMP_WAIT_POLICY={policy}"
+        device = f"CPU: {cpu_name()}, {threads} thread(s) per process, OMP_WAIT_POLICY={policy}"
     base = ablation.base
     length = f"max_steps {base.max_steps}" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
     return {

@@ -92,7 +92,7 @@ def test_cifar100_python_batches_transformers_vit_fp16_loss_scaling(data_root, t
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
     ).save_pretrained(model_dir)
     output_dir = tmp_path / "run"
-    launch(
+    run = launch(
         common(
             output_dir,
             "--dataset_name", str(dataset),
@@ -110,6 +110,7 @@ def test_cifar100_python_batches_transformers_vit_fp16_loss_scaling(data_root, t
     records = read_jsonl(output_dir / "metrics.jsonl")
     scales = [record["loss_scale"] for record in records if "loss_scale" in record]
     assert scales and all(scale > 1 for scale in scales), "fp16 runs with a dynamic loss scale"
+    assert "mixed_precision fp16 on a CPU" in run.stderr and "--mixed_precision bf16" in run.stderr
     config = (model_dir / "config.json").read_text()
     assert "id2label" not in config  # our tiny config; the exported one must carry the 100 labels
     exported = yaml.safe_load((output_dir / "model" / "config.json").read_text())
