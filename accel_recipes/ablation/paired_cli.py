@@ -107,7 +107,13 @@ def build_feeds(trainer: Trainer, sources: list[Source]) -> dict[str, Feed]:
     return {source.name: Feed(loaders[source.pipeline](source)) for source in sources}
 
 
-def facts(options: argparse.Namespace, args: RecipeArguments, trainer: Trainer, command: str) -> dict[str, Any]:
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def facts(
+    options: argparse.Namespace, args: RecipeArguments, trainer: Trainer, command: str, started: str
+) -> dict[str, Any]:
     import accelerate
     import timm
 
@@ -118,7 +124,7 @@ def facts(options: argparse.Namespace, args: RecipeArguments, trainer: Trainer, 
         shown = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": f"{started} to {_utc_now()}",
         "device": f"{shown}; {trainer.accelerator.num_processes} process(es)",
         "software": f"torch {torch.__version__}, accelerate {accelerate.__version__}, timm {timm.__version__}, "
         f"Python {platform.python_version()}",
@@ -182,12 +188,13 @@ def run(options: argparse.Namespace, args: RecipeArguments, sources: list[Source
 
     trainer.model.train()
     accelerator.print(f"{trainer.spec.describe()}\nsources: {', '.join(feeds)}; warm-up round first (not timed)")
+    started = _utc_now()
     windows = measure(
         feeds, step, trainer.clock, options.rounds, options.window_steps, options.settle_steps, on_window=record
     )
     summary = summarize(windows, sources)
     if accelerator.is_main_process:
-        report = write_results(output_dir, facts(options, args, trainer, command), summary, windows)
+        report = write_results(output_dir, facts(options, args, trainer, command, started), summary, windows)
         print(f"\n{markdown_table(summary)}\n\nwritten: {report}, {output_dir / RESULTS}")
     accelerator.wait_for_everyone()
     return summary
