@@ -4,4 +4,6 @@
 
 arms (switches -> recipe overrides), plan (runs, what is held fixed), runner (one ``accelerate launch`` per run),
 bound (compute-only throughput), summary (statistics, speed-ups), report and plots (the files it writes).
+
+paired and paired_cli: ``python recipes/bench_datapath.py``, the data paths side by side in one process.
 """
