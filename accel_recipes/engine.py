@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from accel_recipes.accumulation import TrainingPlan, accumulation_weight
@@ -187,7 +189,7 @@ class Trainer:
         test = self.stream_loader(data.test, train=False) if data.test is not None else None
         return self.stream_loader(data.train, train=True), self.stream_loader(data.validation, train=False), test
 
-    def stream_loader(self, split, train: bool, args: RecipeArguments | None = None):
+    def stream_loader(self, split: datasets.Dataset, train: bool, args: RecipeArguments | None = None) -> DataLoader:
         """``split`` through a DataLoader of per-sample transforms (augmented and shuffled when ``train``),
         prepared by Accelerate; ``args`` (default: the run's) gives the dataloader_* settings."""
         args, spec = args or self.args, self.spec
@@ -207,7 +209,7 @@ class Trainer:
         test = self.resident_loader(data.test, train=False) if data.test is not None else None
         return train, validation, test
 
-    def resident_loader(self, split, train: bool) -> ResidentLoader:
+    def resident_loader(self, split: datasets.Dataset, train: bool) -> ResidentLoader:
         """``split`` decoded once (one process per machine decodes and writes the cache), held on the device and
         cut into batches there, augmented and reshuffled each epoch when ``train``."""
         args, accelerator = self.args, self.accelerator
