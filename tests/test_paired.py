@@ -171,3 +171,33 @@ def test_summary_without_a_bound_or_a_resident_source_leaves_those_ratios_out():
     assert summary["best_stream"] == "stream:2"
     assert "resident_over_best_stream" not in summary and "resident_of_bound" not in summary
     assert all("of_bound" not in row and "resident_over_this" not in row for row in summary["sources"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["--window_steps", "0"], "--window_steps must be at least 1, got 0"),
+        (["--settle_steps", "-1"], "--settle_steps must be 0 or more, got -1"),
+        (["--overwrite_output_dir", "maybe"], "'overwrite_output_dir' must be true or false, got 'maybe'"),
+        (["--sources", "resident,stream:2", "--settle_steps", "3"], "--settle_steps 3 is less than the 4 batches"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(extra, message, tmp_path):
+    from accel_recipes.ablation.paired_cli import parse_options
+
+    with pytest.raises(ConfigError, match=message):
+        parse_options(["--dataset_name", "unused", "--output_dir", str(tmp_path / "out"), *extra])
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_keep_the_recipe_and_make_the_trainer_loaders_lazy(tmp_path):
+    from accel_recipes.ablation.paired_cli import parse_options
+
+    options, args, sources = parse_options(
+        ["--dataset_name", "unused", "--dataloader_num_workers", "3", "--sources", "resident,stream",
+         "--output_dir", str(tmp_path), "--per_device_train_batch_size", "64"]
+    )  # fmt: skip
+    assert sources == [Source("resident", "resident"), Source("stream:3", "stream", 3)]
+    assert args.per_device_train_batch_size == 64 and args.output_dir == str(tmp_path)
+    assert args.data_pipeline == "stream" and args.dataloader_num_workers == 0 and not args.push_to_hub

@@ -28,7 +28,7 @@ from accel_recipes.ablation.paired import (
     summarize,
 )
 from accel_recipes.ablation.report import write_text_atomic
-from accel_recipes.config import ConfigError, RecipeArguments, parse_args
+from accel_recipes.config import ConfigError, RecipeArguments, coerce, parse_args
 from accel_recipes.data import DataError, build_data
 from accel_recipes.engine import Trainer, TrainingError, create_accelerator
 from accel_recipes.models import ModelError, build_model
@@ -87,7 +87,7 @@ def parse_options(argv: list[str] | None) -> tuple[argparse.Namespace, RecipeArg
         report_to="none",
     )
     output_dir = Path(options.output_dir)
-    overwrite = options.overwrite_output_dir.lower() in ("true", "1", "yes")
+    overwrite = coerce("overwrite_output_dir", options.overwrite_output_dir)
     if (output_dir / RESULTS).exists() and not overwrite:
         raise ConfigError(
             f"output_dir '{output_dir}' already holds results ({RESULTS}); pass a new --output_dir or "
@@ -131,7 +131,8 @@ def facts(
         "model": trainer.spec.describe().splitlines()[0],
         "data": f"{args.dataset_name}: {len(trainer.data.train)} training images",
         "training": f"micro-batch {args.per_device_train_batch_size}, accumulation {args.gradient_accumulation_steps},"
-        f" precision {args.mixed_precision}, channels_last {args.channels_last}, torch_compile {args.torch_compile}",
+        f" precision {args.mixed_precision}, channels_last {args.channels_last}, torch_compile {args.torch_compile},"
+        f" optimizer {args.optim} ({args.optimizer_implementation})",
         "windows": f"{options.rounds} rounds (+1 warm-up) of {options.settle_steps} untimed + {options.window_steps} "
         "timed batches per source, each round's order rotated",
     }
