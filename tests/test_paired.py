@@ -114,7 +114,7 @@ def test_rounds_time_only_the_window_after_the_settle_steps_in_rotated_order():
         return 8
 
     feeds = {name: Feed(TimedLoader(name)) for name in ("fast", "slow", "mid")}
-    windows = measure(feeds, step, clock, rounds=3, window_steps=4, settle_steps=2)
+    windows = measure(feeds, step, clock, rounds=3, window_steps=4, settle_steps=2, fetch_clock=clock)
 
     assert len(windows) == 9 and {w.round for w in windows} == {1, 2, 3}  # the warm-up round is not kept
     assert served == {name: 4 * (2 + 4) for name in served}  # 3 rounds + warm-up, settle + window each

@@ -139,10 +139,21 @@ def _loader_workers(ablation: Ablation) -> str:
     return "loader workers " + ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
-def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, threads: int | None) -> dict[str, Any]:
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def software_versions() -> str:
     import accelerate
     import timm
 
+    return (
+        f"torch {torch.__version__}, accelerate {accelerate.__version__}, timm {timm.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, threads: int | None) -> dict[str, Any]:
     done = next((record.results for record in records if record.ok), {})
     device = done.get("device", default_device().type)
     processes = done.get("num_processes", ablation.processes)
@@ -153,10 +164,9 @@ def setup_facts(ablation: Ablation, records: list[RunRecord], command: str, thre
     length = f"max_steps {base.max_steps}" if base.max_steps > 0 else f"{base.num_train_epochs:g} epochs"
     return {
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "device": f"{device}; {processes} process(es)",
-        "software": f"torch {torch.__version__}, accelerate {accelerate.__version__}, timm {timm.__version__}, "
-        f"Python {platform.python_version()}",
+        "software": software_versions(),
         "model": f"{base.model_name_or_path} ({'pretrained' if base.pretrained else 'from scratch'})",
         "data": base.dataset_name + (f", max_train_samples {base.max_train_samples}" if base.max_train_samples else ""),
         "training": f"{length}, effective batch {ablation.context.effective_batch} per process, "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -125,9 +126,14 @@ def measure(
     window_steps: int,
     settle_steps: int,
     on_window: Callable[[Window], None] | None = None,
+    fetch_clock: Callable[[], float] = time.perf_counter,
 ) -> list[Window]:
     """``rounds`` timed rounds after one untimed warm-up round; in each, every source trains ``settle_steps``
-    untimed then ``window_steps`` timed batches. Round r starts further along the list of sources (rotated)."""
+    untimed then ``window_steps`` timed batches. Round r starts further along the list of sources (rotated).
+
+    ``clock`` (which may wait for the device) is read at a window's edges only; the time spent fetching batches is
+    read on the host with ``fetch_clock``, as the training loop does, so the device's queue is never drained
+    inside a window."""
     names = list(feeds)
     windows = []
     for round_index in range(rounds + 1):  # round 0: warm-up (compilation, caches, first workers), not kept
@@ -139,9 +145,9 @@ def measure(
             images, data_seconds = 0, 0.0
             started = clock()
             for _ in range(window_steps):
-                fetch_started = clock()
+                fetch_started = fetch_clock()
                 batch = feed.next()
-                data_seconds += clock() - fetch_started
+                data_seconds += fetch_clock() - fetch_started
                 images += step(batch)
             window = Window(round_index, name, position, images, clock() - started, data_seconds)
             if round_index:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
-import platform
 import shlex
 import sys
 from dataclasses import replace
@@ -16,7 +14,7 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from accel_recipes.ablation.cli import cpu_name
+from accel_recipes.ablation.cli import cpu_name, software_versions, utc_now
 from accel_recipes.ablation.paired import (
     Feed,
     Source,
@@ -107,16 +105,9 @@ def build_feeds(trainer: Trainer, sources: list[Source]) -> dict[str, Feed]:
     return {source.name: Feed(loaders[source.pipeline](source)) for source in sources}
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def facts(
     options: argparse.Namespace, args: RecipeArguments, trainer: Trainer, command: str, started: str
 ) -> dict[str, Any]:
-    import accelerate
-    import timm
-
     device = trainer.accelerator.device
     if device.type == "cpu":
         shown = f"CPU: {cpu_name()}, {torch.get_num_threads()} thread(s)"
@@ -124,10 +115,9 @@ def facts(
         shown = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
         "command": command,
-        "date": f"{started} to {_utc_now()}",
+        "date": f"{started} to {utc_now()}",
         "device": f"{shown}; {trainer.accelerator.num_processes} process(es)",
-        "software": f"torch {torch.__version__}, accelerate {accelerate.__version__}, timm {timm.__version__}, "
-        f"Python {platform.python_version()}",
+        "software": software_versions(),
         "model": trainer.spec.describe().splitlines()[0],
         "data": f"{args.dataset_name}: {len(trainer.data.train)} training images",
         "training": f"micro-batch {args.per_device_train_batch_size}, accumulation {args.gradient_accumulation_steps},"
@@ -189,7 +179,7 @@ def run(options: argparse.Namespace, args: RecipeArguments, sources: list[Source
 
     trainer.model.train()
     accelerator.print(f"{trainer.spec.describe()}\nsources: {', '.join(feeds)}; warm-up round first (not timed)")
-    started = _utc_now()
+    started = utc_now()
     windows = measure(
         feeds, step, trainer.clock, options.rounds, options.window_steps, options.settle_steps, on_window=record
     )
