@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from accel_recipes.config import RecipeArguments
+from accel_recipes.config import TrainingArguments
 
 
 @dataclass
@@ -23,19 +23,19 @@ class TrainingPlan:
     global_batch_size: int
 
     @classmethod
-    def build(cls, args: RecipeArguments, micro_batches_per_epoch: int, num_processes: int) -> TrainingPlan:
-        k = args.gradient_accumulation_steps
+    def build(cls, training: TrainingArguments, micro_batches_per_epoch: int, num_processes: int) -> TrainingPlan:
+        k = training.gradient_accumulation_steps
         updates_per_epoch = math.ceil(micro_batches_per_epoch / k)
-        if args.max_steps > 0:
-            total = args.max_steps
+        if training.max_steps > 0:
+            total = training.max_steps
         else:
-            total = max(1, math.ceil(args.num_train_epochs * updates_per_epoch))
+            total = max(1, math.ceil(training.num_train_epochs * updates_per_epoch))
         return cls(
             micro_batches_per_epoch=micro_batches_per_epoch,
             updates_per_epoch=updates_per_epoch,
             total_updates=total,
             epochs=math.ceil(total / updates_per_epoch),
-            global_batch_size=args.per_device_train_batch_size * k * num_processes,
+            global_batch_size=training.per_device_train_batch_size * k * num_processes,
         )
 
     def window_length(self, micro_index: int, k: int) -> int:

@@ -1,7 +1,10 @@
-"""Recipe arguments: one dataclass, a YAML recipe for defaults, the command line on top.
+"""Recipe arguments: four groups (model, data, training, Hub), one flat YAML recipe for defaults, the command
+line on top.
 
 Field names follow transformers' ``TrainingArguments`` and the Hugging Face example scripts wherever the
-meaning is the same, so a user who knows those knows these.
+meaning is the same, so a user who knows those knows these. A recipe and the command line stay flat
+(``--learning_rate 0.1``); each field belongs to exactly one group, and each builder takes the group(s) it needs
+(``build_model(args.model, ...)``), as the alignment-handbook scripts do.
 """
 
 from __future__ import annotations
@@ -17,9 +20,23 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from accel_recipes.errors import ConfigError
+from accel_recipes.io import write_text_atomic
 
-class ConfigError(ValueError):
-    """A recipe or command-line value that cannot be used; the message says which and what to do."""
+__all__ = [
+    "FIELDS",
+    "ConfigError",
+    "DataArguments",
+    "HubArguments",
+    "ModelArguments",
+    "RecipeArguments",
+    "TrainingArguments",
+    "coerce",
+    "dump_config",
+    "load_recipe",
+    "make_args",
+    "parse_args",
+]
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -27,8 +44,9 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass
-class RecipeArguments:
-    # ---- Model arguments -------------------------------------------------------------------------------------
+class ModelArguments:
+    """Which backbone, how it is shaped for the data, and where its files come from."""
+
     model_name_or_path: str = field(
         default="resnet50",
         metadata=_help(
@@ -62,7 +80,17 @@ class RecipeArguments:
     cache_dir: str | None = field(default=None, metadata=_help("where Hub downloads are cached"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow code from the Hub to run; off by default"))
 
-    # ---- Data arguments --------------------------------------------------------------------------------------
+
+    @property
+    def effective_small_image_stem(self) -> bool | None:
+        """True/False when forced; None means decide from the image size and ``pretrained``."""
+        return {"auto": None, "true": True, "false": False}[self.small_image_stem]
+
+
+@dataclass
+class DataArguments:
+    """Which dataset, which splits and columns, how it is augmented and how it reaches the device."""
+
     dataset_name: str = field(
         default="uoft-cs/cifar10",
         metadata=_help(
@@ -108,7 +136,11 @@ class RecipeArguments:
         default=False, metadata=_help("skip images that cannot be decoded (counted in the log) instead of failing")
     )
 
-    # ---- Training arguments ----------------------------------------------------------------------------------
+
+@dataclass
+class TrainingArguments:
+    """The optimisation, its speed switches, evaluation, checkpoints and logging (transformers' meanings)."""
+
     output_dir: str = field(default="runs/cifar10-resnet50", metadata=_help("where everything of the run goes"))
     overwrite_output_dir: bool = field(default=False, metadata=_help("allow writing into a non-empty output_dir"))
     seed: int = field(default=42, metadata=_help("seed for weights, data order and augmentation"))
@@ -183,7 +215,15 @@ class RecipeArguments:
         default=5, metadata=_help("stop after this many consecutive updates with a non-finite loss")
     )
 
-    # ---- Hub arguments ---------------------------------------------------------------------------------------
+    def report_targets(self) -> list[str]:
+        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        return [] if names in ([], ["none"]) else names
+
+
+@dataclass
+class HubArguments:
+    """Whether and where the finished run is pushed to the Hugging Face Hub."""
+
     push_to_hub: bool = field(default=False, metadata=_help("push the model folder, card and metrics to the Hub"))
     hub_model_id: str | None = field(
         default=None, metadata=_help("Hub repository, e.g. me/cifar10-resnet50 (default: output_dir's name)")
@@ -193,27 +233,55 @@ class RecipeArguments:
         default="end", metadata=_help("end: push once when training ends; every_save: each checkpoint too")
     )
 
-    @property
-    def effective_small_image_stem(self) -> bool | None:
-        """True/False when forced; None means decide from the image size and ``pretrained``."""
-        return {"auto": None, "true": True, "false": False}[self.small_image_stem]
 
-    def report_targets(self) -> list[str]:
-        names = [name.strip() for name in self.report_to.split(",") if name.strip()]
-        return [] if names in ([], ["none"]) else names
+GROUPS: dict[str, type] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "training": TrainingArguments,
+    "hub": HubArguments,
+}
+
+
+@dataclass
+class RecipeArguments:
+    """The four groups of one run. ``args.model`` / ``args.data`` / ``args.training`` / ``args.hub``."""
+
+    model: ModelArguments = field(default_factory=ModelArguments)
+    data: DataArguments = field(default_factory=DataArguments)
+    training: TrainingArguments = field(default_factory=TrainingArguments)
+    hub: HubArguments = field(default_factory=HubArguments)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, flat, in recipe order (model, data, training, Hub), as a recipe YAML holds them."""
+        flat: dict[str, Any] = {}
+        for group in GROUPS:
+            flat.update(dataclasses.asdict(getattr(self, group)))
+        return flat
+
+    def get(self, name: str) -> Any:
+        """A field by its flat name (``args.get("learning_rate")``), for code that handles fields generically."""
+        return getattr(getattr(self, GROUP_OF[name]), name)
+
+    def set(self, name: str, value: Any) -> None:
+        setattr(getattr(self, GROUP_OF[name]), name, value)
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RecipeArguments)}
-_TYPE_HINTS = typing.get_type_hints(RecipeArguments)
-_SECTIONS = (
-    ("# Model arguments", "model_name_or_path"),
-    ("# Data arguments", "dataset_name"),
-    ("# Training arguments", "output_dir"),
-    ("# Hub arguments", "push_to_hub"),
-)
+FIELDS: dict[str, dataclasses.Field] = {}
+GROUP_OF: dict[str, str] = {}  # flat field name -> the group holding it
+_TYPE_HINTS: dict[str, Any] = {}
+for _group, _cls in GROUPS.items():
+    _hints = typing.get_type_hints(_cls)
+    for _field in dataclasses.fields(_cls):
+        FIELDS[_field.name] = _field
+        GROUP_OF[_field.name] = _group
+        _TYPE_HINTS[_field.name] = _hints[_field.name]
+_SECTION_TITLES = {
+    "model": "# Model arguments",
+    "data": "# Data arguments",
+    "training": "# Training arguments",
+    "hub": "# Hub arguments",
+}
+
 
 
 def _closest(name: str) -> str:
@@ -297,50 +365,52 @@ def _build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", help="YAML recipe whose values become the defaults")
-    for name, spec in FIELDS.items():
-        hint = _TYPE_HINTS[name]
-        choices = get_args(hint) if get_origin(hint) is Literal else None
-        default = spec.default
-        help_text = f"{spec.metadata.get('help', '')} (default: {default})"
-        if choices:
-            help_text += f" {{{', '.join(choices)}}}"
-        parser.add_argument(f"--{name}", metavar="VALUE", help=help_text)
+    for group, cls in GROUPS.items():
+        section = parser.add_argument_group(_SECTION_TITLES[group].lstrip("# "), cls.__doc__)
+        for spec in dataclasses.fields(cls):
+            hint = _TYPE_HINTS[spec.name]
+            choices = get_args(hint) if get_origin(hint) is Literal else None
+            help_text = f"{spec.metadata.get('help', '')} (default: {spec.default})"
+            if choices:
+                help_text += f" {{{', '.join(choices)}}}"
+            section.add_argument(f"--{spec.name}", metavar="VALUE", help=help_text)
     return parser
 
 
 def validate(args: RecipeArguments) -> None:
     """Cross-field checks; each error names the value and what to do."""
+    data, training = args.data, args.training
     positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
     for name in positive:
-        if getattr(args, name) < 1:
-            raise ConfigError(f"'{name}' must be at least 1, got {getattr(args, name)}")
-    if args.max_steps == 0 or args.max_steps < -1:
-        raise ConfigError(f"'max_steps' must be -1 (use num_train_epochs) or positive, got {args.max_steps}")
-    if args.max_steps == -1 and args.num_train_epochs <= 0:
-        raise ConfigError(f"'num_train_epochs' must be positive, got {args.num_train_epochs}; or set max_steps")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"'learning_rate' must be positive, got {args.learning_rate}")
-    if not 0 <= args.validation_split_percentage < 100:
-        raise ConfigError(f"'validation_split_percentage' must be in [0, 100), got {args.validation_split_percentage}")
-    if not 0 <= args.warmup_ratio < 1:
-        raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {args.warmup_ratio}")
-    if not 0 <= args.label_smoothing_factor < 1:
-        raise ConfigError(f"'label_smoothing_factor' must be in [0, 1), got {args.label_smoothing_factor}")
-    if args.dataloader_num_workers < 0:
-        raise ConfigError(f"'dataloader_num_workers' must be 0 or more, got {args.dataloader_num_workers}")
+        if getattr(training, name) < 1:
+            raise ConfigError(f"'{name}' must be at least 1, got {getattr(training, name)}")
+    if training.max_steps == 0 or training.max_steps < -1:
+        raise ConfigError(f"'max_steps' must be -1 (use num_train_epochs) or positive, got {training.max_steps}")
+    if training.max_steps == -1 and training.num_train_epochs <= 0:
+        raise ConfigError(f"'num_train_epochs' must be positive, got {training.num_train_epochs}; or set max_steps")
+    if training.learning_rate <= 0:
+        raise ConfigError(f"'learning_rate' must be positive, got {training.learning_rate}")
+    if not 0 <= data.validation_split_percentage < 100:
+        raise ConfigError(f"'validation_split_percentage' must be in [0, 100), got {data.validation_split_percentage}")
+    if not 0 <= training.warmup_ratio < 1:
+        raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {training.warmup_ratio}")
+    if not 0 <= training.label_smoothing_factor < 1:
+        raise ConfigError(f"'label_smoothing_factor' must be in [0, 1), got {training.label_smoothing_factor}")
+    if training.dataloader_num_workers < 0:
+        raise ConfigError(f"'dataloader_num_workers' must be 0 or more, got {training.dataloader_num_workers}")
     for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
-        if getattr(args, strategy) == "steps" and not getattr(args, steps):
+        if getattr(training, strategy) == "steps" and not getattr(training, steps):
             raise ConfigError(f"'{strategy}: steps' needs '{steps}' set to a positive number of updates")
-    if args.save_total_limit is not None and args.save_total_limit < 1:
-        raise ConfigError(f"'save_total_limit' must be at least 1 or None, got {args.save_total_limit}")
-    if args.push_to_hub and args.data_pipeline == "synthetic":
+    if training.save_total_limit is not None and training.save_total_limit < 1:
+        raise ConfigError(f"'save_total_limit' must be at least 1 or None, got {training.save_total_limit}")
+    if args.hub.push_to_hub and data.data_pipeline == "synthetic":
         raise ConfigError(
             "'push_to_hub' is true with 'data_pipeline: synthetic', which trains on one batch over and over: "
             "the model would be worthless. Set push_to_hub false for a throughput measurement, or pick a real "
             "data_pipeline"
         )
     known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
-    for tracker in args.report_targets():
+    for tracker in training.report_targets():
         if tracker not in known_trackers:
             raise ConfigError(f"'report_to' got unknown tracker {tracker!r}; use one of {sorted(known_trackers)}")
 
@@ -360,22 +430,23 @@ def parse_args(argv: list[str] | None = None) -> RecipeArguments:
 
 
 def make_args(values: dict[str, Any]) -> RecipeArguments:
-    """Build validated arguments from a mapping of field names (YAML or CLI strings) to values."""
+    """Build validated arguments from a mapping of flat field names (YAML or CLI strings) to values."""
     for key in values:
         if key not in FIELDS:
             raise _unknown_key_error(key, "the arguments")
-    args = RecipeArguments(**{key: coerce(key, value) for key, value in values.items()})
+    grouped: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+    for key, value in values.items():
+        grouped[GROUP_OF[key]][key] = coerce(key, value)
+    args = RecipeArguments(**{group: GROUPS[group](**fields) for group, fields in grouped.items()})
     validate(args)
     return args
 
 
 def dump_config(args: RecipeArguments, path: str | Path) -> None:
     """Write every resolved field, grouped like a recipe, so ``--config path`` reruns the run."""
-    data = args.to_dict()
     lines = []
-    starts = {first: title for title, first in _SECTIONS}
-    for name, value in data.items():
-        if name in starts:
-            lines.append(("\n" if lines else "") + starts[name])
-        lines.append(yaml.safe_dump({name: value}, default_flow_style=False, width=1000).strip())
-    Path(path).write_text("\n".join(lines) + "\n")
+    for group in GROUPS:
+        lines.append(("\n" if lines else "") + _SECTION_TITLES[group])
+        for name, value in dataclasses.asdict(getattr(args, group)).items():
+            lines.append(yaml.safe_dump({name: value}, default_flow_style=False, width=1000).strip())
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -78,15 +78,15 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
     leaves off, so the fp16 path (loss scaling, skipped steps) is the same code on every device."""
     accelerator = Accelerator(
         cpu=_multi_process_without_accelerator(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.training.gradient_accumulation_steps,
+        mixed_precision=args.training.mixed_precision,
         log_with=_trackers(args),
-        project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(non_blocking=args.dataloader_pin_memory),
+        project_dir=args.training.output_dir,
+        dataloader_config=DataLoaderConfiguration(non_blocking=args.training.dataloader_pin_memory),
         step_scheduler_with_optimizer=False,
     )
-    args.mixed_precision = accelerator.mixed_precision  # resolved, so config.yaml records what ran
-    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+    args.training.mixed_precision = accelerator.mixed_precision  # resolved, so config.yaml records what ran
+    if args.training.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         if accelerator.scaler is None:
             accelerator.native_amp = True
             accelerator.scaler = torch.amp.GradScaler("cpu")
@@ -97,8 +97,8 @@ def create_accelerator(args: RecipeArguments) -> Accelerator:
                 "--mixed_precision bf16 (or no) to train on a CPU"
             )
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.training.tf32
+        torch.backends.cudnn.allow_tf32 = args.training.tf32
         torch.backends.cudnn.benchmark = True
     return accelerator
 
@@ -145,7 +145,7 @@ class Trainer:
         self.data = data
         self.accelerator = accelerator
         self.on_checkpoint = on_checkpoint
-        self.output_dir = Path(args.output_dir)
+        self.output_dir = Path(args.training.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
@@ -160,7 +160,7 @@ class Trainer:
         args, spec, data = self.args, self.spec, self.data
         self.augmentation = resolve_augmentation(args, spec.pretrained, spec.input_size, data.native_size)
         model = spec.model
-        if args.channels_last:
+        if args.training.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = create_optimizer(args, model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -169,11 +169,11 @@ class Trainer:
         self.train_loader, self.validation_loader, self.test_loader = loaders
         # The compiled module only runs the forward pass; state dicts, checkpoints and the export go through
         # self.model, so no key ever carries torch.compile's `_orig_mod.` prefix.
-        self.forward_module = torch.compile(self.model) if args.torch_compile else self.model
+        self.forward_module = torch.compile(self.model) if args.training.torch_compile else self.model
         if len(self.train_loader) == 0:
             raise TrainingError(
                 f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
-                f"{args.per_device_train_batch_size} x {self.accelerator.num_processes} process(es); "
+                f"{args.training.per_device_train_batch_size} x {self.accelerator.num_processes} process(es); "
                 "lower per_device_train_batch_size"
             )
         self.plan = TrainingPlan.build(args, len(self.train_loader), self.accelerator.num_processes)
@@ -194,9 +194,9 @@ class Trainer:
         prepared by Accelerate; ``args`` (default: the run's) gives the dataloader_* settings."""
         args, spec = args or self.args, self.spec
         transform = make_transform(
-            train, self.augmentation, spec.input_size, self.data.native_size, args.crop_padding, spec.interpolation
+            train, self.augmentation, spec.input_size, self.data.native_size, args.data.crop_padding, spec.interpolation
         )
-        batch_size = args.per_device_train_batch_size if train else args.per_device_eval_batch_size
+        batch_size = args.training.per_device_train_batch_size if train else args.training.per_device_eval_batch_size
         loader = make_dataloader(split, transform, batch_size, shuffle=train, args=args, drop_last=train)
         return self.accelerator.prepare(loader)
 
@@ -214,18 +214,18 @@ class Trainer:
         cut into batches there, augmented and reshuffled each epoch when ``train``."""
         args, accelerator = self.args, self.accelerator
         with accelerator.local_main_process_first():
-            images, labels = decode_split(split, self.data.native_size, args.cache_dir, args.skip_corrupt_images)
+            images, labels = decode_split(split, self.data.native_size, args.model.cache_dir, args.data.skip_corrupt_images)
         return ResidentLoader(
             images,
             labels,
-            args.per_device_train_batch_size if train else args.per_device_eval_batch_size,
+            args.training.per_device_train_batch_size if train else args.training.per_device_eval_batch_size,
             train=train,
             drop_last=train,
             device=accelerator.device,
-            seed=args.seed,
+            seed=args.training.seed,
             augmentation=self.augmentation,
             input_size=self.spec.input_size,
-            crop_padding=args.crop_padding,
+            crop_padding=args.data.crop_padding,
             interpolation=self.spec.interpolation,
             process_index=accelerator.process_index,
             num_processes=accelerator.num_processes,
@@ -235,18 +235,18 @@ class Trainer:
         """As many batches per epoch as the resident path's, all the same batch of the run's own training images
         (the first ones, at the model's input size): the compute-only bound."""
         args, accelerator = self.args, self.accelerator
-        batches = len(self.data.train) // (args.per_device_train_batch_size * accelerator.num_processes)
+        batches = len(self.data.train) // (args.training.per_device_train_batch_size * accelerator.num_processes)
         accelerator.print(
             "data_pipeline synthetic: every training batch is the same batch of training images (a throughput "
             "measurement; the accuracy means nothing)"
         )
-        images, labels = first_batch(self.data.train, args.per_device_train_batch_size, self.spec.input_size)
+        images, labels = first_batch(self.data.train, args.training.per_device_train_batch_size, self.spec.input_size)
         return SyntheticLoader(images, labels, batches, device=accelerator.device)
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         images = self.normalizer(images)
-        if self.args.channels_last:
+        if self.args.training.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return logits_of(self.forward_module(images))
 
@@ -254,14 +254,14 @@ class Trainer:
         """Forward and backward of micro-batch ``micro_index`` of an epoch, its loss weighted for its accumulation
         window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a window).
         Returns the detached loss times its share of the window, summed into the window's mean loss."""
-        args, accelerator, k = self.args, self.accelerator, self.args.gradient_accumulation_steps
+        args, accelerator, k = self.args, self.accelerator, self.args.training.gradient_accumulation_steps
         with accelerator.accumulate(self.model):
             logits = self._forward(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing_factor)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.training.label_smoothing_factor)
             weight = accumulation_weight(self.plan, micro_index, k)
             accelerator.backward(loss * weight)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            if accelerator.sync_gradients and args.training.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), args.training.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach() * (weight / k)
@@ -291,7 +291,7 @@ class Trainer:
             micro_index += 1
             window_loss += self.train_micro_batch(images, labels, micro_index)
             state.train_samples += images.shape[0] * accelerator.num_processes
-            state.skipped_images += args.per_device_train_batch_size - images.shape[0]
+            state.skipped_images += args.training.per_device_train_batch_size - images.shape[0]
             if not accelerator.sync_gradients:
                 continue
             state.update += 1
@@ -303,12 +303,12 @@ class Trainer:
             finite = torch.isfinite(window_loss)
             self.nonfinite_streak = torch.where(finite, 0, self.nonfinite_streak + 1)
             progress.update(1)
-            at_log = state.update % args.logging_steps == 0
-            at_eval = args.eval_strategy == "steps" and state.update % args.eval_steps == 0
-            at_save = args.save_strategy == "steps" and state.update % args.save_steps == 0
-            at_warmup_end = state.update == args.throughput_warmup_steps
+            at_log = state.update % args.training.logging_steps == 0
+            at_eval = args.training.eval_strategy == "steps" and state.update % args.training.eval_steps == 0
+            at_save = args.training.save_strategy == "steps" and state.update % args.training.save_steps == 0
+            at_warmup_end = state.update == args.training.throughput_warmup_steps
             at_end = state.update >= self.plan.total_updates
-            if state.update % args.max_nonfinite_steps == 0:
+            if state.update % args.training.max_nonfinite_steps == 0:
                 self._check_finite()
             stop = self._stop_requested()
             if at_log or at_eval or at_save or at_warmup_end or at_end or stop:
@@ -347,7 +347,7 @@ class Trainer:
 
     def _check_finite(self) -> None:
         streak = int(self.nonfinite_streak.item())
-        if streak >= self.args.max_nonfinite_steps:
+        if streak >= self.args.training.max_nonfinite_steps:
             latest = list_checkpoints(self.checkpoint_dir)
             kept = f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
             raise TrainingError(
@@ -401,11 +401,11 @@ class Trainer:
             f"epoch {epoch:.2f} update {state.update}: eval_loss {metrics['eval_loss']:.4f} "
             f"eval_accuracy {metrics['eval_accuracy']:.4f} eval_f1 {metrics['eval_f1']:.4f}"
         )
-        value = metrics[f"eval_{self.args.metric_for_best_model}"]
-        lower_is_better = self.args.metric_for_best_model == "loss"
+        value = metrics[f"eval_{self.args.training.metric_for_best_model}"]
+        lower_is_better = self.args.training.metric_for_best_model == "loss"
         best = state.best_metric
         improved = best is None or (value < best if lower_is_better else value > best)
-        if improved and self.args.load_best_model_at_end and math.isfinite(value):
+        if improved and self.args.training.load_best_model_at_end and math.isfinite(value):
             state.best_metric, state.best_update = value, state.update
             save_weights(self.accelerator, self.model, self.best_model_path)
         return metrics
@@ -417,7 +417,7 @@ class Trainer:
             self.accelerator.print(f"update {self.state.update}: loss not finite, checkpoint not saved")
             return None
         path = save_checkpoint(
-            self.accelerator, self.checkpoint_dir, self.state.update, self.state.to_json(), self.args.save_total_limit
+            self.accelerator, self.checkpoint_dir, self.state.update, self.state.to_json(), self.args.training.save_total_limit
         )
         if self.on_checkpoint is not None and self.accelerator.is_main_process:
             self.on_checkpoint(path)
@@ -432,7 +432,7 @@ class Trainer:
         if saved.num_classes != self.num_classes:
             raise TrainingError(
                 f"checkpoint '{checkpoint}' was trained on {saved.num_classes} classes but the dataset "
-                f"'{self.args.dataset_name}' has {self.num_classes}; resume with the same dataset, or start a new "
+                f"'{self.args.data.dataset_name}' has {self.num_classes}; resume with the same dataset, or start a new "
                 "run (fine-tune from the exported model folder with --model_name_or_path)"
             )
         self.accelerator.load_state(str(checkpoint))
@@ -448,21 +448,21 @@ class Trainer:
     def _describe(self) -> str:
         args, plan, data = self.args, self.plan, self.data
         test_size = len(data.test) if data.test is not None else 0
-        pinned = args.dataloader_pin_memory and self.accelerator.device.type != "cpu"
+        pinned = args.training.dataloader_pin_memory and self.accelerator.device.type != "cpu"
         if self.pipeline == "synthetic":
             loading = "one training batch held on the device (compute-only bound)"
         elif self.pipeline == "resident":
             loading = "data held on the device"
         else:
-            loading = f"pinned memory {pinned}; {args.dataloader_num_workers} loader worker(s)"
+            loading = f"pinned memory {pinned}; {args.training.dataloader_num_workers} loader worker(s)"
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
             f"{self.num_classes} classes, augmentation {self.augmentation}, {self.pipeline} data pipeline\n"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
-            f"global batch {plan.global_batch_size} = {args.per_device_train_batch_size} x "
-            f"{args.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
-            f"precision {args.mixed_precision}; {loading}"
+            f"global batch {plan.global_batch_size} = {args.training.per_device_train_batch_size} x "
+            f"{args.training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
+            f"precision {args.training.mixed_precision}; {loading}"
         )
 
     def train(self) -> RunResult:
@@ -473,7 +473,7 @@ class Trainer:
             initial=state.update,
             desc="training",
             unit="update",
-            disable=args.disable_tqdm or not accelerator.is_local_main_process,
+            disable=args.training.disable_tqdm or not accelerator.is_local_main_process,
         )
         with self.stop:
             for epoch in range(self.state.epoch, plan.epochs):
@@ -481,9 +481,9 @@ class Trainer:
                     break
                 self._train_epoch(epoch, progress)
                 completed = self.state.update / plan.updates_per_epoch
-                if args.eval_strategy == "epoch":
+                if args.training.eval_strategy == "epoch":
                     self.evaluate_and_track(completed)
-                if args.save_strategy == "epoch":
+                if args.training.save_strategy == "epoch":
                     self.save()
         progress.close()
         self._check_finite()
@@ -493,11 +493,11 @@ class Trainer:
         args, accelerator, plan, state = self.args, self.accelerator, self.plan, self.state
         if state.skipped_images:
             accelerator.print(f"skipped {state.skipped_images} undecodable training image(s)")
-        if args.load_best_model_at_end and state.best_update is not None:
+        if args.training.load_best_model_at_end and state.best_update is not None:
             accelerator.wait_for_everyone()
             load_weights(accelerator, self.model, self.best_model_path)
             accelerator.print(
-                f"loaded the best model (update {state.best_update}, eval_{args.metric_for_best_model} "
+                f"loaded the best model (update {state.best_update}, eval_{args.training.metric_for_best_model} "
                 f"{state.best_metric:.4f}) for the final evaluation"
             )
         final = self.evaluate(self.validation_loader, "eval")
@@ -519,10 +519,10 @@ class Trainer:
             "skipped_images": state.skipped_images,
             "best_update": state.best_update,
             "num_processes": accelerator.num_processes,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "per_device_train_batch_size": args.training.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.training.gradient_accumulation_steps,
             "global_batch_size": plan.global_batch_size,
-            "mixed_precision": args.mixed_precision,
+            "mixed_precision": args.training.mixed_precision,
             "device": _device_name(accelerator.device),
         }
         self.metrics_log.write({"step": state.update, "final": True, **final})
@@ -539,11 +539,11 @@ def _device_name(device: torch.device) -> str:
 def resolve_checkpoint(args: RecipeArguments) -> Path | None:
     """``resume_from_checkpoint``: ``latest`` is the newest complete checkpoint in output_dir (None when there is
     none yet, so a requeued job that never saved starts fresh); anything else must be a checkpoint folder."""
-    value = args.resume_from_checkpoint
+    value = args.training.resume_from_checkpoint
     if value is None:
         return None
     if value == "latest":
-        found = list_checkpoints(Path(args.output_dir) / "checkpoints")
+        found = list_checkpoints(Path(args.training.output_dir) / "checkpoints")
         return found[-1] if found else None
     path = Path(value)
     if not (path / "training_state.json").is_file():
@@ -567,6 +567,6 @@ def fit(
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         trainer.resume(checkpoint)
-    elif args.resume_from_checkpoint == "latest":
-        accelerator.print(f"no checkpoint in {Path(args.output_dir) / 'checkpoints'} yet: starting from scratch")
+    elif args.training.resume_from_checkpoint == "latest":
+        accelerator.print(f"no checkpoint in {Path(args.training.output_dir) / 'checkpoints'} yet: starting from scratch")
     return trainer.train()

@@ -278,17 +278,17 @@ class BackgroundPusher:
 def checkpoint_pusher(args: RecipeArguments, is_main_process: bool) -> Iterator[Callable[[Path], None] | None]:
     """For ``train``: warn now if the push at the end cannot work, and with hub_strategy every_save give the
     ``on_checkpoint`` callback of ``fit``; on leaving, wait for the last checkpoint push (drop it on an error)."""
-    if not (args.push_to_hub and is_main_process):
+    if not (args.hub.push_to_hub and is_main_process):
         yield None
         return
     problem = push_problem()
     if problem:
         print(f"warning: push_to_hub is set but pushing cannot work now: {problem}; training goes on", file=sys.stderr)
-    if args.hub_strategy != "every_save":
+    if args.hub.hub_strategy != "every_save":
         yield None
         return
-    repo_id = default_repo_id(args.hub_model_id, args.output_dir)
-    pusher = BackgroundPusher(args.output_dir, repo_id, private=args.hub_private_repo)
+    repo_id = default_repo_id(args.hub.hub_model_id, args.training.output_dir)
+    pusher = BackgroundPusher(args.training.output_dir, repo_id, private=args.hub.hub_private_repo)
     finished = False
     try:
         yield pusher.submit

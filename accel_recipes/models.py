@@ -288,8 +288,8 @@ def _resolve_stem(requested: bool | None, model: nn.Module, name: str, pretraine
 
 def _patch_for(args: RecipeArguments, input_size: int) -> int | None:
     """The ViT patch size to build with: patch_size if set; from scratch 4 at <= 32 px, 8 at <= 64 px; else None."""
-    patch_size = args.patch_size
-    if patch_size is None and not args.pretrained:
+    patch_size = args.model.patch_size
+    if patch_size is None and not args.model.pretrained:
         patch_size = 4 if input_size <= 32 else 8 if input_size <= SMALL_IMAGE_MAX else None
     if patch_size is not None and (patch_size < 1 or input_size % patch_size):
         raise ModelError(f"image size {input_size} is not a multiple of patch_size {patch_size}; change one of them")
@@ -299,7 +299,7 @@ def _patch_for(args: RecipeArguments, input_size: int) -> int | None:
 def _refuse_stem_off(args: RecipeArguments) -> None:
     if args.effective_small_image_stem is False:
         raise ModelError(
-            f"'{args.model_name_or_path}' was trained with the small-image stem and its weights need it; "
+            f"'{args.model.model_name_or_path}' was trained with the small-image stem and its weights need it; "
             "remove small_image_stem false"
         )
 
@@ -440,17 +440,17 @@ def _build_timm(
 ) -> ModelSpec:
     import timm
 
-    name = args.model_name_or_path
-    source = _timm_source(name, args.pretrained, args.cache_dir)
+    name = args.model.model_name_or_path
+    source = _timm_source(name, args.model.pretrained, args.model.cache_dir)
     cfg = source.pretrained_cfg
     pretrained_size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    input_size = args.image_size or (pretrained_size if args.pretrained else native_size)
+    input_size = args.model.image_size or (pretrained_size if args.model.pretrained else native_size)
 
     kwargs: dict[str, Any] = {"num_classes": len(label_names)}
-    if args.cache_dir:  # only then: older timm 1.0.x create_model has no cache_dir
-        kwargs["cache_dir"] = args.cache_dir
-    if args.drop_path_rate:
-        kwargs["drop_path_rate"] = args.drop_path_rate
+    if args.model.cache_dir:  # only then: older timm 1.0.x create_model has no cache_dir
+        kwargs["cache_dir"] = args.model.cache_dir
+    if args.model.drop_path_rate:
+        kwargs["drop_path_rate"] = args.model.drop_path_rate
     vit = _is_timm_vit(source.architecture)
     if vit or cfg.get("fixed_input_size", False):
         kwargs["img_size"] = input_size
@@ -458,10 +458,10 @@ def _build_timm(
         patch_size = _patch_for(args, input_size)
         if patch_size:
             kwargs["patch_size"] = patch_size
-    elif args.patch_size:
+    elif args.model.patch_size:
         raise ModelError(f"patch_size is for ViTs, but '{name}' is a {source.architecture}; remove patch_size")
 
-    load_in_timm = args.pretrained and not source.recorded_stem
+    load_in_timm = args.model.pretrained and not source.recorded_stem
     try:
         model = timm.create_model(
             source.create_name,
@@ -472,7 +472,7 @@ def _build_timm(
     except (RuntimeError, ValueError, TypeError, AssertionError, KeyError) as error:
         raise ModelError(f"timm cannot build '{name}' with {kwargs}: {error}") from None
 
-    if source.recorded_stem and args.pretrained:
+    if source.recorded_stem and args.model.pretrained:
         # timm's loader cannot express the small-image stem: build it, then load the folder's weights
         _refuse_stem_off(args)
         apply_small_image_stem(model)
@@ -481,11 +481,11 @@ def _build_timm(
         load_backbone_weights(model, read_folder_weights(source.folder), head, name)
         stem = True
     else:
-        stem = _resolve_stem(args.effective_small_image_stem, model, name, args.pretrained, input_size)
+        stem = _resolve_stem(args.effective_small_image_stem, model, name, args.model.pretrained, input_size)
         if stem:
             apply_small_image_stem(model)
 
-    if args.pretrained:
+    if args.model.pretrained:
         model_cfg = model.pretrained_cfg
         mean = _triple(model_cfg.get("mean", IMAGENET_MEAN), "mean", name)
         std = _triple(model_cfg.get("std", IMAGENET_STD), "std", name)
@@ -503,7 +503,7 @@ def _build_timm(
         mean=mean,
         std=std,
         interpolation=interpolation,
-        pretrained=args.pretrained,
+        pretrained=args.model.pretrained,
         small_image_stem=stem,
         patch_size=int(patch[0] if isinstance(patch, (tuple, list)) else patch) if patch else None,
         num_parameters=sum(p.numel() for p in model.parameters()),
@@ -603,14 +603,14 @@ def _transformers_config(args: RecipeArguments, source: str, common: dict[str, A
         "label2id": {label: index for index, label in enumerate(label_names)},
     }
     config = _call_hub(
-        args.model_name_or_path, "the config", lambda: AutoConfig.from_pretrained(source, **common, **labels)
+        args.model.model_name_or_path, "the config", lambda: AutoConfig.from_pretrained(source, **common, **labels)
     )
-    if args.drop_path_rate:
+    if args.model.drop_path_rate:
         keys = [key for key in ("drop_path_rate", "drop_connect_rate") if hasattr(config, key)]
         if not keys:
             logger.warning("%s has no stochastic depth; drop_path_rate is ignored", type(config).__name__)
         for key in keys:
-            setattr(config, key, args.drop_path_rate)
+            setattr(config, key, args.model.drop_path_rate)
     return config
 
 
@@ -620,19 +620,19 @@ def _pretrained_transformers(
     """The checkpoint's weights (a new head), and the input size, mean, std and interpolation it was trained with."""
     from transformers import AutoModelForImageClassification
 
-    name = args.model_name_or_path
+    name = args.model.model_name_or_path
     mean, std, interpolation, processor_size = _pretrained_preprocessing(source, common)
-    input_size = args.image_size or _config_image_size(config) or processor_size or 224
-    if args.patch_size and args.patch_size != config_patch:
+    input_size = args.model.image_size or _config_image_size(config) or processor_size or 224
+    if args.model.patch_size and args.model.patch_size != config_patch:
         raise ModelError(
-            f"patch_size {args.patch_size} differs from the patch size {config_patch} of the pretrained '{name}'; "
+            f"patch_size {args.model.patch_size} differs from the patch size {config_patch} of the pretrained '{name}'; "
             "remove patch_size, or set pretrained false"
         )
     folder = local_folder(name)
     if folder is not None and recorded_small_stem(read_folder_config(folder)):
         # transformers cannot express the small-image stem: build it, then load the folder's weights
         _refuse_stem_off(args)
-        model = AutoModelForImageClassification.from_config(config, trust_remote_code=args.trust_remote_code)
+        model = AutoModelForImageClassification.from_config(config, trust_remote_code=args.model.trust_remote_code)
         apply_small_image_stem(model)
         load_backbone_weights(model, read_folder_weights(folder), ("classifier",), name)
     else:
@@ -654,11 +654,11 @@ def _scratch_transformers(args: RecipeArguments, config: Any, config_patch: int 
         config.image_size = input_size
     if config_patch is not None:
         config.patch_size = _patch_for(args, input_size) or config_patch
-    elif args.patch_size:
+    elif args.model.patch_size:
         raise ModelError(
-            f"patch_size is for ViTs, but '{args.model_name_or_path}' is a {config.model_type} model; remove patch_size"
+            f"patch_size is for ViTs, but '{args.model.model_name_or_path}' is a {config.model_type} model; remove patch_size"
         )
-    return AutoModelForImageClassification.from_config(config, trust_remote_code=args.trust_remote_code)
+    return AutoModelForImageClassification.from_config(config, trust_remote_code=args.model.trust_remote_code)
 
 
 def _build_transformers(
@@ -668,27 +668,27 @@ def _build_transformers(
     dataset_std: Sequence[float],
     native_size: int,
 ) -> ModelSpec:
-    name = args.model_name_or_path
+    name = args.model.model_name_or_path
     folder = local_folder(name)
     if folder is not None and folder_library(folder) != "transformers":
         raise ModelError(f"'{name}' holds a timm config, not a transformers one; set model_library timm")
     source = str(folder) if folder is not None else name
-    what = "the pretrained weights" if args.pretrained else "the config"
-    local_only = False if folder is not None else _transformers_local_only(name, args.cache_dir, what)
-    common = {"cache_dir": args.cache_dir, "trust_remote_code": args.trust_remote_code, "local_files_only": local_only}
+    what = "the pretrained weights" if args.model.pretrained else "the config"
+    local_only = False if folder is not None else _transformers_local_only(name, args.model.cache_dir, what)
+    common = {"cache_dir": args.model.cache_dir, "trust_remote_code": args.model.trust_remote_code, "local_files_only": local_only}
     config = _transformers_config(args, source, common, label_names)
     config_patch = _config_patch_size(config) if config.model_type in TRANSFORMERS_VIT_TYPES else None
 
-    if args.pretrained:
+    if args.model.pretrained:
         model, input_size, mean, std, interpolation = _pretrained_transformers(
             args, source, common, config, config_patch
         )
         recorded_stem = folder is not None and recorded_small_stem(read_folder_config(folder))
     else:
-        input_size = args.image_size or native_size
+        input_size = args.model.image_size or native_size
         model = _scratch_transformers(args, config, config_patch, input_size)
         mean, std, interpolation, recorded_stem = dataset_mean, dataset_std, "bilinear", False
-    stem = recorded_stem or _resolve_stem(args.effective_small_image_stem, model, name, args.pretrained, input_size)
+    stem = recorded_stem or _resolve_stem(args.effective_small_image_stem, model, name, args.model.pretrained, input_size)
     if stem and not recorded_stem:
         apply_small_image_stem(model)
     return ModelSpec(
@@ -700,7 +700,7 @@ def _build_transformers(
         mean=_triple(mean, "mean", name),
         std=_triple(std, "std", name),
         interpolation=interpolation,
-        pretrained=args.pretrained,
+        pretrained=args.model.pretrained,
         small_image_stem=stem,
         patch_size=_config_patch_size(model.config) if config_patch is not None else None,
         num_parameters=sum(p.numel() for p in model.parameters()),
@@ -717,8 +717,8 @@ def build_model(
     """The backbone ``args`` name, its head sized to ``label_names``, with the input and normalisation it needs."""
     if not label_names:
         raise ModelError("the dataset has no labels; a classifier needs at least one label name")
-    if args.image_size is not None and args.image_size < 1:
-        raise ModelError(f"image_size must be positive, got {args.image_size}")
-    library = resolve_library(args.model_name_or_path, args.model_library)
+    if args.model.image_size is not None and args.model.image_size < 1:
+        raise ModelError(f"image_size must be positive, got {args.model.image_size}")
+    library = resolve_library(args.model.model_name_or_path, args.model.model_library)
     build = _build_timm if library == "timm" else _build_transformers
     return build(args, list(label_names), dataset_mean, dataset_std, native_size)

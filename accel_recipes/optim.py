@@ -7,7 +7,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from accel_recipes.config import RecipeArguments
+from accel_recipes.config import TrainingArguments
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -32,43 +32,43 @@ IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
 }
 
 
-def create_optimizer(args: RecipeArguments, model: torch.nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, args.weight_decay)
-    options = IMPLEMENTATIONS[args.optimizer_implementation]
-    if args.optim == "sgd":
+def create_optimizer(training: TrainingArguments, model: torch.nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, training.weight_decay)
+    options = IMPLEMENTATIONS[training.optimizer_implementation]
+    if training.optim == "sgd":
         return torch.optim.SGD(
-            groups, lr=args.learning_rate, momentum=args.momentum, nesterov=args.momentum > 0, **options
+            groups, lr=training.learning_rate, momentum=training.momentum, nesterov=training.momentum > 0, **options
         )
     return torch.optim.AdamW(
-        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, **options
+        groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon, **options
     )
 
 
-def warmup_updates(args: RecipeArguments, total_updates: int) -> int:
-    if args.warmup_steps > 0:
-        return min(args.warmup_steps, total_updates)
-    return math.ceil(args.warmup_ratio * total_updates)
+def warmup_updates(training: TrainingArguments, total_updates: int) -> int:
+    if training.warmup_steps > 0:
+        return min(training.warmup_steps, total_updates)
+    return math.ceil(training.warmup_ratio * total_updates)
 
 
-def create_scheduler(args: RecipeArguments, optimizer: torch.optim.Optimizer, total_updates: int) -> LRScheduler:
+def create_scheduler(training: TrainingArguments, optimizer: torch.optim.Optimizer, total_updates: int) -> LRScheduler:
     """Linear warmup, then cosine / linear decay to zero, or constant; ``one_cycle`` is torch's OneCycleLR
     (the paper's ResNet schedule) with the warmup as its rising phase (30% when no warmup is set); runs of fewer
     than 4 updates, too short for its two phases, get the cosine schedule instead."""
-    warmup = warmup_updates(args, total_updates)
-    if args.lr_scheduler_type == "one_cycle" and total_updates >= 4:
+    warmup = warmup_updates(training, total_updates)
+    if training.lr_scheduler_type == "one_cycle" and total_updates >= 4:
         # OneCycleLR needs at least 2 updates in each phase
         rising = min(max(warmup if warmup else round(0.3 * total_updates), 2), total_updates - 2)
         return OneCycleLR(
-            optimizer, max_lr=args.learning_rate, total_steps=total_updates, pct_start=rising / total_updates
+            optimizer, max_lr=training.learning_rate, total_steps=total_updates, pct_start=rising / total_updates
         )
 
     def multiplier(update: int) -> float:
         if update < warmup:
             return (update + 1) / (warmup + 1)
-        if args.lr_scheduler_type == "constant":
+        if training.lr_scheduler_type == "constant":
             return 1.0
         progress = (update - warmup) / max(1, total_updates - warmup)
-        if args.lr_scheduler_type == "linear":
+        if training.lr_scheduler_type == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

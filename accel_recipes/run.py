@@ -29,9 +29,9 @@ FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 def check_output_dir(args: RecipeArguments) -> None:
     """Refuse to mix a new run into a finished or running one: nothing already there is ever overwritten
     unless the user says so (or resumes it)."""
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.training.output_dir)
     existing = [name for name in FINISHED_MARKERS if (output_dir / name).exists()]
-    if existing and not args.overwrite_output_dir and args.resume_from_checkpoint is None:
+    if existing and not args.training.overwrite_output_dir and args.training.resume_from_checkpoint is None:
         raise ConfigError(
             f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}); pass a new --output_dir, "
             "--resume_from_checkpoint latest to carry on, or --overwrite_output_dir true to replace it"
@@ -39,9 +39,9 @@ def check_output_dir(args: RecipeArguments) -> None:
 
 
 def prepare_output_dir(args: RecipeArguments) -> Path:
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.training.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if args.overwrite_output_dir and args.resume_from_checkpoint is None:
+    if args.training.overwrite_output_dir and args.training.resume_from_checkpoint is None:
         (output_dir / "metrics.jsonl").unlink(missing_ok=True)
     return output_dir
 
@@ -52,16 +52,16 @@ def fit_with_batch_search(
     """Build the model and train it. With ``auto_find_batch_size``, an out-of-memory error halves the micro-batch
     and doubles ``gradient_accumulation_steps`` (same effective batch, same schedule) and training starts over."""
     while True:
-        set_seed(args.seed)
+        set_seed(args.training.seed)
         spec = build_model(args, data.label_names, data.mean, data.std, data.native_size)
         try:
             return fit(args, spec, data, accelerator, on_checkpoint), spec
         except Exception as error:
             if not should_reduce_batch_size(error):
                 raise
-            batch_size = args.per_device_train_batch_size
-            if not args.auto_find_batch_size or batch_size == 1:
-                hint = "" if args.auto_find_batch_size else " or pass --auto_find_batch_size true"
+            batch_size = args.training.per_device_train_batch_size
+            if not args.training.auto_find_batch_size or batch_size == 1:
+                hint = "" if args.training.auto_find_batch_size else " or pass --auto_find_batch_size true"
                 raise TrainingError(
                     f"out of memory at per_device_train_batch_size {batch_size}: lower it (and raise "
                     f"gradient_accumulation_steps to keep the effective batch){hint}"
@@ -69,16 +69,16 @@ def fit_with_batch_search(
         del spec
         accelerator.free_memory()
         accelerator._custom_objects.clear()  # the scheduler registered for checkpointing by the failed attempt
-        args.per_device_train_batch_size = batch_size // 2
-        args.gradient_accumulation_steps *= 2
-        accelerator.gradient_accumulation_steps = args.gradient_accumulation_steps
+        args.training.per_device_train_batch_size = batch_size // 2
+        args.training.gradient_accumulation_steps *= 2
+        accelerator.gradient_accumulation_steps = args.training.gradient_accumulation_steps
         accelerator.print(
             f"out of memory at per_device_train_batch_size {batch_size}: retrying from the start with "
-            f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation steps"
+            f"{args.training.per_device_train_batch_size} x {args.training.gradient_accumulation_steps} accumulation steps"
         )
         if accelerator.is_main_process:
-            dump_config(args, Path(args.output_dir) / "config.yaml")
-            (Path(args.output_dir) / "metrics.jsonl").unlink(missing_ok=True)
+            dump_config(args, Path(args.training.output_dir) / "config.yaml")
+            (Path(args.training.output_dir) / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunResult:
@@ -88,12 +88,12 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
         output_dir = prepare_output_dir(args)
         dump_config(args, output_dir / "config.yaml")
     accelerator.wait_for_everyone()
-    output_dir = Path(args.output_dir)
-    set_seed(args.seed)
+    output_dir = Path(args.training.output_dir)
+    set_seed(args.training.seed)
     with accelerator.main_process_first():
         data = build_data(args)
     if args.report_targets():
-        accelerator.init_trackers(args.run_name or output_dir.name, config=_tracker_config(args))
+        accelerator.init_trackers(args.training.run_name or output_dir.name, config=_tracker_config(args))
     with checkpoint_pusher(args, accelerator.is_main_process) as on_checkpoint:
         result, spec = fit_with_batch_search(args, data, accelerator, on_checkpoint)
     if accelerator.is_main_process:
@@ -104,9 +104,9 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
         _print_summary(accelerator, result)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # closes the TensorBoard event files before they are pushed
-    if args.push_to_hub and accelerator.is_main_process:
-        repo_id = default_repo_id(args.hub_model_id, output_dir)
-        accelerator.print(f"pushed to {push_run(output_dir, repo_id, private=args.hub_private_repo)}")
+    if args.hub.push_to_hub and accelerator.is_main_process:
+        repo_id = default_repo_id(args.hub.hub_model_id, output_dir)
+        accelerator.print(f"pushed to {push_run(output_dir, repo_id, private=args.hub.hub_private_repo)}")
     return result
 
 

@@ -42,10 +42,10 @@ class ArmContext:
         """k defaults to the recipe's accumulation steps, or 2 when the recipe has none."""
         if amp_dtype not in AMP_DTYPES:
             raise ArmError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
-        steps = ga_steps if ga_steps is not None else max(args.gradient_accumulation_steps, 2)
+        steps = ga_steps if ga_steps is not None else max(args.training.gradient_accumulation_steps, 2)
         if steps < 2:
             raise ArmError(f"ga_steps must be at least 2 (1 is no accumulation), got {steps}")
-        return cls(args.per_device_train_batch_size * args.gradient_accumulation_steps, steps, amp_dtype)
+        return cls(args.training.per_device_train_batch_size * args.training.gradient_accumulation_steps, steps, amp_dtype)
 
 
 @dataclass

@@ -41,7 +41,7 @@ SYNTHETIC = {"data_pipeline": "synthetic", "dataloader_num_workers": 0, "dataloa
 
 def bound_key(args: RecipeArguments) -> tuple:
     """Arms whose compute is the same share one bound."""
-    return tuple((name, getattr(args, name)) for name in BOUND_FIELDS)
+    return tuple((name, args.get(name)) for name in BOUND_FIELDS)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def summarize_bounds(
             {
                 "name": bound.name,
                 "arms": [arm for arm, name in plan.of.items() if name == bound.name],
-                "settings": {name: getattr(args, name) for name in BOUND_FIELDS},
+                "settings": {name: args.get(name) for name in BOUND_FIELDS},
                 "runs_ok": f"{len(done)}/{len(runs)}",
                 "images_per_second": measured.median if measured else None,
                 "images_per_second_min": measured.min if measured else None,

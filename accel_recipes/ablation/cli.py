@@ -128,9 +128,9 @@ def _loader_workers(ablation: Ablation) -> str:
     data is held on the device have no loader workers and are left out)."""
     resolved = {arm.name: ablation.resolved(arm) for arm in ablation.arms}
     counts = {
-        name: args.dataloader_num_workers
+        name: args.training.dataloader_num_workers
         for name, args in resolved.items()
-        if args.data_pipeline not in ("resident", "synthetic")
+        if args.data.data_pipeline not in ("resident", "synthetic")
     }
     if not counts:
         return "no loader workers (data held on the device)"

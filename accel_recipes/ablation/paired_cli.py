@@ -73,17 +73,17 @@ def parse_options(argv: list[str] | None) -> tuple[argparse.Namespace, RecipeArg
     if options.settle_steps < 0:
         raise ConfigError(f"--settle_steps must be 0 or more, got {options.settle_steps}")
     args = parse_args(recipe_argv)
-    sources = parse_sources(options.sources, args.dataloader_num_workers)
-    check_settle_steps(options.settle_steps, sources, args.dataloader_prefetch_factor)
+    sources = parse_sources(options.sources, args.training.dataloader_num_workers)
+    check_settle_steps(options.settle_steps, sources, args.training.dataloader_prefetch_factor)
     # The trainer's own loaders are never iterated (every source builds its own): lazy, worker-less stream ones.
-    args = replace(
-        args,
-        output_dir=options.output_dir,
-        data_pipeline="stream",
-        dataloader_num_workers=0,
-        push_to_hub=False,
-        report_to="none",
-    )
+    for name, value in (
+        ("output_dir", options.output_dir),
+        ("data_pipeline", "stream"),
+        ("dataloader_num_workers", 0),
+        ("push_to_hub", False),
+        ("report_to", "none"),
+    ):
+        args.set(name, value)
     output_dir = Path(options.output_dir)
     overwrite = coerce("overwrite_output_dir", options.overwrite_output_dir)
     if (output_dir / RESULTS).exists() and not overwrite:
@@ -99,7 +99,7 @@ def build_feeds(trainer: Trainer, sources: list[Source]) -> dict[str, Feed]:
         "synthetic": lambda source: trainer.synthetic_loader(),
         "resident": lambda source: trainer.resident_loader(trainer.data.train, train=True),
         "stream": lambda source: trainer.stream_loader(
-            trainer.data.train, train=True, args=replace(trainer.args, dataloader_num_workers=source.workers)
+            trainer.data.train, train=True, args=replace(trainer.args.training, dataloader_num_workers=source.workers)
         ),
     }
     return {source.name: Feed(loaders[source.pipeline](source)) for source in sources}
@@ -119,10 +119,10 @@ def facts(
         "device": f"{shown}; {trainer.accelerator.num_processes} process(es)",
         "software": software_versions(),
         "model": trainer.spec.describe().splitlines()[0],
-        "data": f"{args.dataset_name}: {len(trainer.data.train)} training images",
-        "training": f"micro-batch {args.per_device_train_batch_size}, accumulation {args.gradient_accumulation_steps},"
-        f" precision {args.mixed_precision}, channels_last {args.channels_last}, torch_compile {args.torch_compile},"
-        f" optimizer {args.optim} ({args.optimizer_implementation})",
+        "data": f"{args.data.dataset_name}: {len(trainer.data.train)} training images",
+        "training": f"micro-batch {args.training.per_device_train_batch_size}, accumulation {args.training.gradient_accumulation_steps},"
+        f" precision {args.training.mixed_precision}, channels_last {args.training.channels_last}, torch_compile {args.training.torch_compile},"
+        f" optimizer {args.training.optim} ({args.training.optimizer_implementation})",
         "windows": f"{options.rounds} rounds (+1 warm-up) of {options.settle_steps} untimed + {options.window_steps} "
         "timed batches per source, each round's order rotated",
     }
@@ -152,7 +152,7 @@ def run(options: argparse.Namespace, args: RecipeArguments, sources: list[Source
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / WINDOWS).unlink(missing_ok=True)
-    set_seed(args.seed)
+    set_seed(args.training.seed)
     with accelerator.main_process_first():
         data = build_data(args)
     spec = build_model(args, data.label_names, data.mean, data.std, data.native_size)

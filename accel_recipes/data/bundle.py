@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 
 from .columns import standardize_columns
+from ..config import DataArguments
 from .errors import DataError
 from .sources import load_source
 from .splits import check_split, hold_out, is_unlabeled, pick_splits, truncate
@@ -70,37 +71,38 @@ def image_statistics(
     return tuple(mean.tolist()), tuple(std.tolist()), heights.most_common(1)[0][0]
 
 
-def build_data(args) -> DataBundle:
-    """Load ``args.dataset_name``, standardise its columns, choose the splits, truncate, measure.
+def build_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> DataBundle:
+    """Load ``data.dataset_name`` (Hub downloads cached in ``cache_dir``), standardise its columns, choose the splits, truncate, measure.
 
     Validation comes from the named or detected split, else it is held out of train (seeded, stratified) before
     ``max_train_samples`` truncates, so the validation set does not depend on the truncation. ``max_eval_samples``
-    truncates validation and test. The test split is returned untouched otherwise.
+    truncates validation and test. The test split is returned untouched otherwise. ``seed`` fixes the held-out
+    split, the truncation and the sample the image statistics are measured on.
     """
-    name = args.dataset_name
-    source_splits, source = load_source(name, args.dataset_config_name, args.cache_dir)
+    name = data.dataset_name
+    source_splits, source = load_source(name, data.dataset_config_name, cache_dir)
     roles = pick_splits(
-        list(source_splits), name, args.train_split_name, args.validation_split_name, args.test_split_name
+        list(source_splits), name, data.train_split_name, data.validation_split_name, data.test_split_name
     )
     splits, label_names = standardize_columns(
         {role: source_splits[split] for role, split in roles.items()},
         name,
-        args.image_column_name,
-        args.label_column_name,
+        data.image_column_name,
+        data.label_column_name,
     )
-    if "test" in splits and args.test_split_name is None and is_unlabeled(splits["test"]):
+    if "test" in splits and data.test_split_name is None and is_unlabeled(splits["test"]):
         logger.warning("test split '%s' of '%s' has no labels (all -1); it is not used", roles["test"], name)
         del splits["test"]
     for role, split in splits.items():
         check_split(split, role, len(label_names), name)
     if "validation" not in splits:
         splits["train"], splits["validation"] = hold_out(
-            splits["train"], args.validation_split_percentage, args.seed, name
+            splits["train"], data.validation_split_percentage, seed, name
         )
-    train = truncate(splits["train"], args.max_train_samples, args.seed)
-    validation = truncate(splits["validation"], args.max_eval_samples, args.seed)
-    test = truncate(splits["test"], args.max_eval_samples, args.seed) if "test" in splits else None
-    mean, std, native_size = image_statistics(train, args.seed)
+    train = truncate(splits["train"], data.max_train_samples, seed)
+    validation = truncate(splits["validation"], data.max_eval_samples, seed)
+    test = truncate(splits["test"], data.max_eval_samples, seed) if "test" in splits else None
+    mean, std, native_size = image_statistics(train, seed)
     logger.info(
         "data %s: %d train, %d validation, %s test images, %d classes, %d px",
         source,

@@ -1,5 +1,5 @@
-"""The one exception every user-facing data problem raises."""
+"""DataError lives in accel_recipes.errors with every other user error; re-exported here for data/'s modules."""
 
+from accel_recipes.errors import DataError
 
-class DataError(ValueError):
-    """A dataset, file, split, column or value that cannot be used; the message names it and says what to do."""
+__all__ = ["DataError"]

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..config import TrainingArguments
 from .errors import DataError
 from .transforms import decode_image
 
@@ -111,29 +112,31 @@ def make_dataloader(
     transform: Callable[[Image.Image], torch.Tensor],
     batch_size: int,
     shuffle: bool,
-    args,
+    training: TrainingArguments,
+    skip_corrupt: bool = False,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader of (images, labels) batches built from ``args``' dataloader_* settings.
+    """A DataLoader of (images, labels) batches built from ``training``'s dataloader_* settings (``skip_corrupt``: undecodable images are
+    left out of their batch instead of failing it).
 
-    The order comes from an ``EpochSampler`` seeded with ``args.seed`` and each sample's augmentation from its own
+    The order comes from an ``EpochSampler`` seeded with ``training.seed`` and each sample's augmentation from its own
     (seed, epoch, index) generator, so data order and augmentation repeat run to run, whatever the worker count,
     and a resumed run sees exactly the batches the uninterrupted one would have. Memory is pinned only where
     there is an accelerator to copy to; persistent workers and the prefetch factor apply only with workers.
     """
-    workers = args.dataloader_num_workers
+    workers = training.dataloader_num_workers
     options: dict = {}
     if workers > 0:
-        options["persistent_workers"] = args.dataloader_persistent_workers
-        if args.dataloader_prefetch_factor is not None:
-            options["prefetch_factor"] = args.dataloader_prefetch_factor
+        options["persistent_workers"] = training.dataloader_persistent_workers
+        if training.dataloader_prefetch_factor is not None:
+            options["prefetch_factor"] = training.dataloader_prefetch_factor
     return DataLoader(
-        TransformedDataset(dataset, transform, seed=args.seed, skip_corrupt=args.skip_corrupt_images),
+        TransformedDataset(dataset, transform, seed=training.seed, skip_corrupt=skip_corrupt),
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), args.seed, shuffle),
+        sampler=EpochSampler(len(dataset), training.seed, shuffle),
         drop_last=drop_last,
         num_workers=workers,
         collate_fn=collate_batch,
-        pin_memory=args.dataloader_pin_memory and _accelerator_available(),
+        pin_memory=training.dataloader_pin_memory and _accelerator_available(),
         **options,
     )

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .batch_augment import crop_flip, draw_crop_flip, draw_resized_crop_boxes, resize, resized_crop
+from ..config import DataArguments
 from .errors import DataError
 from .loaders import decode_image
 from .splits import labels_of
@@ -174,20 +175,20 @@ def fits_in_memory(dataset: datasets.Dataset, size: int, budget_gb: float) -> bo
     return decoded_bytes(len(dataset), size) <= budget_gb * 2**30
 
 
-def choose_pipeline(args, dataset: datasets.Dataset, size: int) -> str:
-    """``args.data_pipeline``, with ``auto`` made concrete: ``resident`` when ``dataset`` (the train split) decoded
-    at ``size`` fits ``args.resident_memory_budget_gb``, else ``stream``. The choice is logged with the sizes."""
-    if args.data_pipeline != "auto":
-        return args.data_pipeline
+def choose_pipeline(data: DataArguments, dataset: datasets.Dataset, size: int) -> str:
+    """``data.data_pipeline``, with ``auto`` made concrete: ``resident`` when ``dataset`` (the train split) decoded
+    at ``size`` fits ``data.resident_memory_budget_gb``, else ``stream``. The choice is logged with the sizes."""
+    if data.data_pipeline != "auto":
+        return data.data_pipeline
     needed = decoded_bytes(len(dataset), size) / 2**30
-    choice = "resident" if fits_in_memory(dataset, size, args.resident_memory_budget_gb) else "stream"
+    choice = "resident" if fits_in_memory(dataset, size, data.resident_memory_budget_gb) else "stream"
     logger.info(
         "data_pipeline auto -> %s: %d train images at %d px decode to %.3f GiB, resident_memory_budget_gb is %.3g",
         choice,
         len(dataset),
         size,
         needed,
-        args.resident_memory_budget_gb,
+        data.resident_memory_budget_gb,
     )
     return choice
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import DataArguments
 from .errors import DataError
 
 AUGMENTATIONS = ("crop_flip", "resized_crop", "none")
@@ -28,10 +29,10 @@ INTERPOLATIONS = {
 }
 
 
-def resolve_augmentation(args, pretrained: bool, input_size: int, native_size: int) -> str:
-    """``args.augmentation``, with ``auto`` made concrete: crop_flip when training from scratch at the images'
+def resolve_augmentation(data: DataArguments, pretrained: bool, input_size: int, native_size: int) -> str:
+    """``data.augmentation``, with ``auto`` made concrete: crop_flip when training from scratch at the images'
     native size (the CIFAR recipe), else resized_crop (pretrained backbones, or images resized to the input)."""
-    choice = args.augmentation
+    choice = data.augmentation
     if choice == "auto":
         return "crop_flip" if input_size == native_size and not pretrained else "resized_crop"
     if choice not in AUGMENTATIONS:

@@ -1,0 +1,75 @@
+"""Atomic writes: a file or folder is written under a temporary name beside its target, then renamed into place,
+so a crash, a kill or a full disk never leaves a half-written result where a finished one was expected."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once the block succeeds it replaces ``path`` in one rename.
+    On an error the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_file(path) as temporary:
+        temporary.write_text(text)
+
+
+def write_json_atomic(path: str | Path, data: Any, **dump_options: Any) -> None:
+    """JSON with an indent of 2 and sorted keys unless ``dump_options`` say otherwise."""
+    options = {"indent": 2, "sort_keys": True, **dump_options}
+    write_text_atomic(path, json.dumps(data, **options) + "\n")
+
+
+def copy_file_atomic(source: str | Path, target: str | Path) -> None:
+    with atomic_file(target) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def temporary_dir_for(final: Path) -> Path:
+    """Where a folder is assembled before ``replace_dir`` moves it to ``final`` (hidden, same parent)."""
+    return final.with_name(f".{final.name}.tmp")
+
+
+def replace_dir(temporary: Path, final: Path) -> None:
+    """Move a finished folder into place; an older folder of the same name is removed only afterwards."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(temporary, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; once the block succeeds it replaces ``final``. On an error it is removed
+    and ``final`` is left as it was."""
+    final = Path(final)
+    temporary = temporary_dir_for(final)
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+        replace_dir(temporary, final)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
