@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from accel_recipes.models import RECIPE_KEY
+from accel_recipes.errors import RunFolderError
+from accel_recipes.models.folder import recorded_facts
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "image_classification.md"
 REQUIRED = ("config.yaml", "all_results.json", "model/config.json", "model/*.safetensors")
@@ -26,10 +27,6 @@ COPIED_INTO_MODEL = ("learning_curves.png", "config.yaml")
 DEFAULT_LICENSE = "apache-2.0"
 NA = "n/a"
 TENSORBOARD_GLOB = "events.out.tfevents.*"
-
-
-class RunFolderError(ValueError):
-    """A folder that is not a finished run of recipes/train.py; the message says what is missing."""
 
 
 def check_run_folder(output_dir: str | Path) -> Path:
@@ -78,7 +75,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _model_facts(model_config: dict[str, Any]) -> dict[str, Any]:
     """Library, architecture, stem, labels and preprocessing from the exported config.json."""
-    block = model_config.get(RECIPE_KEY) if isinstance(model_config.get(RECIPE_KEY), dict) else {}
+    block = recorded_facts(model_config)
     library = block.get("library") or ("transformers" if "model_type" in model_config else "timm")
     id2label = model_config.get("id2label") or {}
     labels = block.get("label_names") or model_config.get("label_names") or [id2label[k] for k in sorted(id2label)]

@@ -1,33 +1,63 @@
-"""Checkpoints that a crash cannot corrupt: written to a temporary folder, then renamed into place.
+"""Checkpoints that a crash cannot corrupt, the run's counters they carry, and resuming from them.
 
-A checkpoint is ``output_dir/checkpoints/checkpoint-<update>``, written by ``accelerator.save_state``. Rotation
-keeps the newest ``save_total_limit`` checkpoints and never deletes the newest one.
+A checkpoint is ``output_dir/checkpoints/checkpoint-<update>``, written by ``accelerator.save_state`` into a
+temporary folder and renamed into place, with the run's counters (``training_state.json``) written last, so a
+folder holding them is complete. Rotation keeps the newest ``save_total_limit`` checkpoints and never deletes the
+newest one.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from accel_recipes.config import TrainingArguments
+from accel_recipes.errors import TrainingError
+from accel_recipes.io import atomic_file, replace_dir, temporary_dir_for
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "training_state.json"
 
 
-def replace_dir(temporary: Path, final: Path) -> None:
-    """Move a finished folder into place; an older folder of the same name is removed only afterwards."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(temporary, final)
-    shutil.rmtree(old, ignore_errors=True)
+@dataclass
+class RunState:
+    """Where training is and what it has measured; JSON in every checkpoint (``training_state.json``)."""
 
+    update: int = 0
+    epoch: int = 0  # completed epochs; the next micro-batch belongs to epoch index ``epoch``
+    micro_in_epoch: int = 0  # micro-batches of that epoch already trained
+    skipped_updates: int = 0  # fp16 steps the loss scaler skipped (inf/NaN gradients)
+    train_seconds: float = 0.0  # training steps only: evaluation and checkpointing are excluded
+    train_samples: int = 0  # over all processes
+    data_wait_seconds: float = 0.0  # main process, time blocked waiting for the next batch
+    steady_seconds_offset: float | None = None  # train_seconds when the warm-up updates were done
+    steady_samples_offset: int | None = None
+    skipped_images: int = 0  # undecodable images left out (skip_corrupt_images)
+    best_metric: float | None = None
+    best_update: int | None = None
+    num_classes: int = 0
 
-def temporary_dir_for(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp")
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_file(cls, path: Path) -> RunState:
+        data = json.loads(path.read_text())
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def steady_samples_per_second(self) -> float:
+        """Throughput after the warm-up updates (compilation, allocator and cache warm-up left out)."""
+        if self.steady_seconds_offset is None or self.train_seconds <= self.steady_seconds_offset:
+            return self.train_samples / self.train_seconds if self.train_seconds else 0.0
+        return (self.train_samples - self.steady_samples_offset) / (self.train_seconds - self.steady_seconds_offset)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -35,17 +65,15 @@ def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [
-        path
-        for path in directory.iterdir()
-        if CHECKPOINT_PATTERN.match(path.name) and (path / "training_state.json").is_file()
+        path for path in directory.iterdir() if CHECKPOINT_PATTERN.match(path.name) and (path / STATE_FILE).is_file()
     ]
     return sorted(found, key=lambda path: int(CHECKPOINT_PATTERN.match(path.name).group(1)))
 
 
-def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, state_json: str, limit: int | None) -> Path:
-    """Save model, optimizer, scheduler, scaler and RNG states plus the run's counters (``training_state.json``) as
-    checkpoint-<update>. The counters are written last, so a folder holding them is complete."""
-    final = directory / f"checkpoint-{update}"
+def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, limit: int | None) -> Path:
+    """Save model, optimizer, scheduler, scaler and RNG states plus the run's counters as checkpoint-<update>.
+    Collective: every process calls it."""
+    final = directory / f"checkpoint-{state.update}"
     temporary = temporary_dir_for(final)
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -54,7 +82,7 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, update: int, stat
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
     if accelerator.is_main_process:
-        (temporary / "training_state.json").write_text(state_json)
+        (temporary / STATE_FILE).write_text(state.to_json())
         replace_dir(temporary, final)
         rotate_checkpoints(directory, limit)
     accelerator.wait_for_everyone()
@@ -69,21 +97,51 @@ def rotate_checkpoints(directory: Path, limit: int | None) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_weights(accelerator: Accelerator, model, path: Path) -> None:
-    """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint."""
-    from safetensors.torch import save_file
+def resolve_checkpoint(training: TrainingArguments) -> Path | None:
+    """``resume_from_checkpoint``: ``latest`` is the newest complete checkpoint in output_dir (None when there is
+    none yet, so a requeued job that never saved starts fresh); anything else must be a checkpoint folder."""
+    value = training.resume_from_checkpoint
+    if value is None:
+        return None
+    if value == "latest":
+        found = list_checkpoints(Path(training.output_dir) / "checkpoints")
+        return found[-1] if found else None
+    path = Path(value)
+    if not (path / STATE_FILE).is_file():
+        raise TrainingError(
+            f"resume_from_checkpoint '{value}' is not a checkpoint folder (no {STATE_FILE}); pass "
+            "'latest' or a folder like output_dir/checkpoints/checkpoint-N"
+        )
+    return path
 
+
+def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
+    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG) from ``checkpoint`` and
+    return the run's counters, after checking that the checkpoint was trained on as many classes."""
+    state_file = checkpoint / STATE_FILE
+    if not state_file.is_file():
+        raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no {STATE_FILE})")
+    saved = RunState.from_file(state_file)
+    if saved.num_classes != num_classes:
+        raise TrainingError(
+            f"checkpoint '{checkpoint}' was trained on {saved.num_classes} classes but the dataset "
+            f"'{dataset_name}' has {num_classes}; resume with the same dataset, or start a new "
+            "run (fine-tune from the exported model folder with --model_name_or_path)"
+        )
+    accelerator.load_state(str(checkpoint))
+    return saved
+
+
+def save_weights(accelerator: Accelerator, model, path: Path) -> None:
+    """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint. Collective."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        # clone: safetensors refuses tensors that share storage (tied weights)
-        save_file({name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}, temporary)
-        os.replace(temporary, path)
+        with atomic_file(path) as temporary:
+            # clone: safetensors refuses tensors that share storage (tied weights)
+            tensors = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
+            save_file(tensors, temporary)
     accelerator.wait_for_everyone()
 
 
 def load_weights(accelerator: Accelerator, model, path: Path) -> None:
-    from safetensors.torch import load_file
-
     accelerator.unwrap_model(model).load_state_dict(load_file(path, device="cpu"))

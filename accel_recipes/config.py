@@ -80,7 +80,6 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata=_help("where Hub downloads are cached"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow code from the Hub to run; off by default"))
 
-
     @property
     def effective_small_image_stem(self) -> bool | None:
         """True/False when forced; None means decide from the image size and ``pretrained``."""
@@ -281,7 +280,6 @@ _SECTION_TITLES = {
     "training": "# Training arguments",
     "hub": "# Hub arguments",
 }
-
 
 
 def _closest(name: str) -> str:

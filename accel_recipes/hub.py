@@ -3,7 +3,8 @@
 What a repository gets from ``push_run``: every file of ``model/`` (weights, config.json, README.md card,
 learning_curves.png, config.yaml), ``all_results.json`` and ``metrics.jsonl``, and the TensorBoard event files
 under ``runs/``, which the Hub shows as training metrics; all in one commit. ``BackgroundPusher`` (hub_strategy
-``every_save``) sends each checkpoint's weights to ``last-checkpoint/`` from a worker thread.
+``every_save``) sends each checkpoint's weights to ``last-checkpoint/`` as jobs on huggingface_hub's own background
+worker (``HfApi.run_as_future``), so training never waits on the network.
 
 The token is whatever huggingface_hub finds (``HF_TOKEN``, or ``hf auth login``'s stored one); it is never written
 to a file, a log or a card, and it is removed from any error message. Without a token or a network the push
@@ -15,17 +16,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accel_recipes.card import check_run_folder, tensorboard_files, write_model_card
 from accel_recipes.config import RecipeArguments
+from accel_recipes.errors import EXIT_OK, EXIT_PUSH_FAILED, EXIT_USER_ERROR, HubError, RunFolderError
 from accel_recipes.hub_access import hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
@@ -35,23 +39,6 @@ ROOT_FILES = ("all_results.json", "metrics.jsonl", "config.yaml")
 TENSORBOARD_PREFIX = "runs"
 CHECKPOINT_PREFIX = "last-checkpoint"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-class HubError(RuntimeError):
-    """A push that failed; the message says what failed and the exact command that retries it."""
-
-    def __init__(self, reason: str, output_dir: str | Path, repo_id: str, private: bool = False) -> None:
-        self.reason = reason
-        self.retry_command = retry_command(output_dir, repo_id, private)
-        super().__init__(
-            f"could not push '{output_dir}' to the Hub repository '{repo_id}': {reason}. Every file of the run is "
-            f"still in '{output_dir}'; to push it later: {self.retry_command}"
-        )
-
-
-def retry_command(output_dir: str | Path, repo_id: str, private: bool = False) -> str:
-    command = f"python recipes/push.py {shlex.quote(str(output_dir))} --hub_model_id {shlex.quote(repo_id)}"
-    return command + (" --private" if private else "")
 
 
 def default_repo_id(hub_model_id: str | None, output_dir: str | Path) -> str:
@@ -174,53 +161,152 @@ def _strip_wrapper_prefixes(file: Path) -> None:
     save_file(state, str(file), metadata={"format": "pt"})
 
 
-class BackgroundPusher:
-    """Pushes each checkpoint's model weights (plus metrics so far) to ``last-checkpoint/`` on one worker thread.
+@dataclass
+class _Upload:
+    """One checkpoint handed to huggingface_hub's background worker: its staging folder and its future."""
 
-    ``submit`` only links files into a hidden staging folder, so training never waits on the network. The queue
-    holds one checkpoint: a newer one replaces a checkpoint still waiting. Failures are logged, never raised.
+    name: str
+    staging: Path
+    future: Future | None = None
+    drop_reason: str = ""
+    drop_level: int = logging.WARNING
+    settled: threading.Event = field(default_factory=threading.Event)  # reported and staging removed
+
+
+class BackgroundPusher:
+    """Pushes each checkpoint's model weights (plus metrics so far) to ``last-checkpoint/`` in the background.
+
+    Each push is a job on huggingface_hub's own background worker (``HfApi.run_as_future``: one thread, jobs run
+    in order). ``submit`` only links files into a hidden staging folder and hands the job over, so training never
+    waits on the network. One checkpoint waits at most: a newer one cancels a checkpoint not yet started. Every
+    checkpoint ends in ``pushed``, ``failures`` (logged with the retry command, never raised) or ``dropped``
+    (superseded, or still waiting when the pusher closed), and its staging folder is removed once its future
+    completes.
     """
 
     def __init__(self, output_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None):
+        from huggingface_hub import HfApi
+
         self.output_dir = Path(output_dir)
         self.repo_id = repo_id
         self.private = private
         self.token = token
         self.pushed: list[str] = []
         self.failures: list[str] = []
-        self._pending: tuple[str, Path] | None = None
+        self.dropped: list[str] = []
+        self._api = HfApi(token=token)  # token None: huggingface_hub finds it at each request; kept in memory only
+        self._uploads: list[_Upload] = []  # submitted and not yet settled, oldest first
+        self._lock = threading.RLock()  # RLock: Future.cancel runs _settle at once, on the thread that cancels
         self._closed = False
         self._repo_ready = False
-        self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._work, name="hub-pusher", daemon=True)
-        self._thread.start()
 
     def submit(self, checkpoint: str | Path) -> None:
         """Queue ``checkpoint`` (a folder written by ``accelerator.save_state``); returns at once."""
         checkpoint = Path(checkpoint)
-        staging = self._stage(checkpoint)
-        with self._condition:
+        if self._closed:
+            self._report_dropped(checkpoint.name, "the pusher was already closed")
+            return
+        staging = None
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+            self._stage(checkpoint, staging)
+        except OSError as error:  # e.g. a full disk: the checkpoint itself is untouched
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._report_failure(checkpoint.name, f"staging its files failed ({type(error).__name__}: {error})")
+            return
+        upload = _Upload(checkpoint.name, staging)
+        with self._lock:
             if self._closed:
                 shutil.rmtree(staging, ignore_errors=True)
+                self._report_dropped(upload.name, "the pusher was already closed")
                 return
-            if self._pending is not None:
-                shutil.rmtree(self._pending[1], ignore_errors=True)  # newest wins
-            self._pending = (checkpoint.name, staging)
-            self._condition.notify()
+            for waiting in self._uploads:  # newest wins: the one not yet started is not pushed
+                self._cancel(waiting, f"{upload.name} supersedes it", logging.INFO)  # by design: not a warning
+            try:
+                upload.future = self._api.run_as_future(self._push, upload.name, staging)
+            except RuntimeError as error:  # the interpreter is shutting down: no new jobs
+                shutil.rmtree(staging, ignore_errors=True)
+                self._report_dropped(upload.name, str(error))
+                return
+            self._uploads.append(upload)
+        upload.future.add_done_callback(lambda future: self._settle(upload, future))
 
-    def close(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Stop taking checkpoints; with ``wait``, finish the push under way and the one queued."""
-        with self._condition:
+    def close(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop taking checkpoints; with ``wait``, finish the push under way and the one queued (for at most
+        ``timeout`` seconds). Without ``wait``, or once ``timeout`` has passed, a checkpoint still queued is dropped
+        (and reported) while the push under way finishes in the background. True when every push has settled."""
+        with self._lock:
             self._closed = True
-            if not wait and self._pending is not None:
-                shutil.rmtree(self._pending[1], ignore_errors=True)
-                self._pending = None
-            self._condition.notify()
-        if wait:
-            self._thread.join(timeout)
+            uploads = list(self._uploads)
+        if not wait:
+            for upload in uploads:
+                self._cancel(upload, "training stopped before its push started")
+            return all(upload.settled.is_set() for upload in uploads)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for upload in uploads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not upload.settled.wait(left):
+                break
+        unsettled = [upload for upload in uploads if not upload.settled.is_set()]
+        for upload in unsettled:
+            self._cancel(upload, f"it had not started after {timeout}s")
+        under_way = [upload.name for upload in unsettled if not upload.settled.is_set()]
+        if under_way:
+            logger.warning(
+                "still pushing %s to %s after %ss; it goes on in the background",
+                ", ".join(under_way),
+                self.repo_id,
+                timeout,
+            )
+        return not under_way
 
-    def _stage(self, checkpoint: Path) -> Path:
-        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+    def _cancel(self, upload: _Upload, reason: str, level: int = logging.WARNING) -> None:
+        """Cancel ``upload`` if it has not started; its done callback then reports it and removes its staging."""
+        upload.drop_reason, upload.drop_level = reason, level
+        if upload.future is not None:
+            upload.future.cancel()  # False (and nothing happens) once it runs
+
+    def _settle(self, upload: _Upload, future: Future) -> None:
+        """The done callback of each future: report its result or exception, then remove its staging folder."""
+        try:
+            if future.cancelled():
+                self._report_dropped(upload.name, upload.drop_reason, upload.drop_level)
+            elif future.exception() is None:
+                self.pushed.append(upload.name)
+                logger.info("pushed %s to the Hub repository %s", upload.name, self.repo_id)
+            else:
+                error = future.exception()
+                if isinstance(error, HubError):
+                    reason = error.reason
+                else:  # raised outside the network boundary: still said without the token
+                    reason = _describe(error, self.repo_id, _resolved_token(self.token))
+                self._report_failure(upload.name, reason)
+        finally:
+            shutil.rmtree(upload.staging, ignore_errors=True)
+            with self._lock:
+                if upload in self._uploads:
+                    self._uploads.remove(upload)
+            upload.settled.set()
+
+    def _report_failure(self, name: str, reason: str) -> None:
+        self.failures.append(name)
+        retry = HubError(reason, self.output_dir, self.repo_id, self.private).retry_command
+        logger.warning(
+            "could not push %s to %s (training goes on; the next checkpoint is pushed as usual): %s. Nothing on "
+            "disk changed; once the run finishes, push it with: %s",
+            name,
+            self.repo_id,
+            reason,
+            retry,
+        )
+
+    def _report_dropped(self, name: str, reason: str, level: int = logging.WARNING) -> None:
+        self.dropped.append(name)
+        logger.log(level, "did not push %s to %s: %s", name, self.repo_id, reason)
+
+    def _stage(self, checkpoint: Path, staging: Path) -> None:
+        """Hard links (or copies) in ``staging``, so rotation cannot delete a file mid-upload."""
         for file in checkpoint.glob("*.safetensors"):
             _link_or_copy(file, staging / CHECKPOINT_PREFIX / file.name)
         if (checkpoint / "training_state.json").is_file():
@@ -232,44 +318,24 @@ class BackgroundPusher:
             target = staging / TENSORBOARD_PREFIX / file.relative_to(self.output_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(file, target)
-        return staging
-
-    def _work(self) -> None:
-        while True:
-            with self._condition:
-                while self._pending is None and not self._closed:
-                    self._condition.wait()
-                if self._pending is None:
-                    return
-                name, staging = self._pending
-                self._pending = None
-            try:
-                self._push(name, staging)
-                self.pushed.append(name)
-                logger.info("pushed %s to the Hub repository %s", name, self.repo_id)
-            except Exception as error:  # a worker thread must not die: log and wait for the next checkpoint
-                self.failures.append(name)
-                reason = error.reason if isinstance(error, HubError) else f"{type(error).__name__}: {error}"
-                logger.warning("could not push %s to %s (training goes on): %s", name, self.repo_id, reason)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
 
     def _push(self, name: str, staging: Path) -> None:
-        from huggingface_hub import HfApi
-
+        """The job, on huggingface_hub's worker thread: every call in it is synchronous (a future waited on from
+        the single worker would never run)."""
         problem = push_problem(self.token)
         if problem:
             raise HubError(problem, self.output_dir, self.repo_id, self.private)
-        api = HfApi(token=self.token)
         try:
             for file in (staging / CHECKPOINT_PREFIX).glob("*.safetensors"):
                 _strip_wrapper_prefixes(file)
             if not self._repo_ready:
-                repo_url = api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
+                repo_url = self._api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
                 self.repo_id = getattr(repo_url, "repo_id", None) or self.repo_id
                 self._repo_ready = True
-            api.upload_folder(repo_id=self.repo_id, folder_path=staging, commit_message=f"Training in progress: {name}")
-        except Exception as error:  # the network boundary, on a worker thread: log, never crash training
+            self._api.upload_folder(
+                repo_id=self.repo_id, folder_path=staging, commit_message=f"Training in progress: {name}"
+            )
+        except Exception as error:  # the network boundary: one clear HubError, without the token
             reason = _describe(error, self.repo_id, _resolved_token(self.token))
             raise HubError(reason, self.output_dir, self.repo_id, self.private) from None
 
@@ -277,7 +343,8 @@ class BackgroundPusher:
 @contextmanager
 def checkpoint_pusher(args: RecipeArguments, is_main_process: bool) -> Iterator[Callable[[Path], None] | None]:
     """For ``train``: warn now if the push at the end cannot work, and with hub_strategy every_save give the
-    ``on_checkpoint`` callback of ``fit``; on leaving, wait for the last checkpoint push (drop it on an error)."""
+    ``on_checkpoint`` callback of ``fit``; on leaving, wait for the checkpoint pushes (on an error, drop the one not
+    yet started and leave the one under way to finish in the background)."""
     if not (args.hub.push_to_hub and is_main_process):
         yield None
         return
@@ -306,8 +373,6 @@ def push_main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from accel_recipes.card import RunFolderError
-
     parser = argparse.ArgumentParser(description="Push a finished run (model folder, card, metrics) to the Hub.")
     parser.add_argument("output_dir", help="the run folder recipes/train.py wrote (e.g. runs/cifar10-resnet50)")
     parser.add_argument("--hub_model_id", help="repository id, e.g. me/cifar10-resnet50 (default: the run's)")
@@ -322,9 +387,9 @@ def push_main(argv: list[str] | None = None) -> int:
         url = push_run(folder, repo_id, private=private, commit_message=args.commit_message)
     except (RunFolderError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except HubError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 3
+        return EXIT_PUSH_FAILED
     print(f"pushed {folder} to {url}")
-    return 0
+    return EXIT_OK

@@ -56,7 +56,12 @@ def replace_dir(temporary: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
-    os.replace(temporary, final)
+    try:
+        os.replace(temporary, final)
+    except OSError:
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # put the previous folder back: the target is never left missing
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

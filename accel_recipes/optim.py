@@ -40,7 +40,11 @@ def create_optimizer(training: TrainingArguments, model: torch.nn.Module) -> tor
             groups, lr=training.learning_rate, momentum=training.momentum, nesterov=training.momentum > 0, **options
         )
     return torch.optim.AdamW(
-        groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon, **options
+        groups,
+        lr=training.learning_rate,
+        betas=(training.adam_beta1, training.adam_beta2),
+        eps=training.adam_epsilon,
+        **options,
     )
 
 

@@ -20,17 +20,15 @@ import torch
 from PIL import Image
 
 from accel_recipes.data import make_transform
-from accel_recipes.data.sources import IMAGE_EXTENSIONS, _looks_like_path
-from accel_recipes.engine import Normalizer
-from accel_recipes.export import load_model_folder
+from accel_recipes.data.sources import IMAGE_EXTENSIONS
+from accel_recipes.errors import EXIT_FAILED, PredictError, run_entry_point
 from accel_recipes.hub_access import hub_offline, hub_reachable
 from accel_recipes.models import ModelError, logits_of
+from accel_recipes.models.folder import load_model_folder
+from accel_recipes.models.preprocess import Normalizer
+from accel_recipes.models.resolve import is_hub_repo_id
 
 DOWNLOADED_FILES = ["*.json", "*.safetensors"]  # config, image processor, weights: never a pickle
-
-
-class PredictError(ValueError):
-    """A model or input that cannot be used; the message says which and what to do."""
 
 
 @dataclass
@@ -47,7 +45,7 @@ def resolve_model(model: str, cache_dir: str | None = None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or _looks_like_path(model) or model.count("/") != 1:
+    if path.exists() or not is_hub_repo_id(model):
         raise PredictError(
             f"model '{model}' is neither a model folder nor a Hub id (namespace/name); pass --model with the "
             "model/ folder of a run (runs/<name>/model) or a Hub repository id"
@@ -91,7 +89,7 @@ class Predictor:
         if not info.get("input_size") or len(info.get("mean", ())) != 3 or len(info.get("std", ())) != 3:
             raise PredictError(
                 f"model folder '{folder}' does not record its input size, mean and std; export it with "
-                "accel_recipes.export.save_model_folder"
+                "accel_recipes.models.save_model_folder"
             )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
@@ -196,14 +194,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 when at least one image was predicted, 1 when none was, 2 for a model that cannot load."""
     args = _parser().parse_args(argv)
+    return run_entry_point(lambda: _predict(args))
+
+
+def _predict(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.batch_size < 1:
-        print("error: --top_k and --batch_size must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        predictor = Predictor(resolve_model(args.model, args.cache_dir), args.device)
-    except PredictError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise PredictError("--top_k and --batch_size must be at least 1")
+    predictor = Predictor(resolve_model(args.model, args.cache_dir), args.device)
     files, problems = image_files(args.inputs)
     predictions, failed = predict_files(predictor, files, args.top_k, args.batch_size)
     for file, reason in [*problems, *failed]:
@@ -214,5 +211,5 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(predictions))
     if not predictions:
         print("error: no image could be predicted", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0

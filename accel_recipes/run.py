@@ -1,11 +1,11 @@
 """One training run from arguments to a finished output_dir: the body of ``recipes/train.py``.
 
-YAML + CLI -> RecipeArguments -> build_data -> build_model -> engine.fit -> results, plots, model folder
+YAML + CLI -> arguments -> build_data -> build_model -> build_loaders -> engine.fit -> results, plots, model
+folder -> card -> push (optional)
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -13,89 +13,74 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
-from accel_recipes.config import ConfigError, RecipeArguments, dump_config, parse_args
-from accel_recipes.data import DataBundle, DataError, build_data
-from accel_recipes.engine import Preempted, RunResult, TrainingError, create_accelerator, fit
-from accel_recipes.export import save_model_folder
-from accel_recipes.hub import HubError, checkpoint_pusher, default_repo_id, push_run
-from accel_recipes.models import ModelError, ModelSpec, build_model
-from accel_recipes.reporting import plot_learning_curves, write_json_atomic
+from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
+from accel_recipes.data import ModelInput, build_data, build_loaders
+from accel_recipes.engine import RunResult, create_accelerator, fit
+from accel_recipes.errors import EXIT_PREEMPTED, ConfigError, TrainingError, run_entry_point
+from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
+from accel_recipes.io import write_json_atomic
+from accel_recipes.models import build_model
+from accel_recipes.models.folder import save_model_folder
+from accel_recipes.reporting import plot_learning_curves
 
-USER_ERRORS = (ConfigError, DataError, ModelError, TrainingError)
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: try again (resume); the checkpoint is saved
+PREEMPTED_EXIT_CODE = EXIT_PREEMPTED
 FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
 
-def check_output_dir(args: RecipeArguments) -> None:
+def check_output_dir(training: TrainingArguments) -> None:
     """Refuse to mix a new run into a finished or running one: nothing already there is ever overwritten
     unless the user says so (or resumes it)."""
-    output_dir = Path(args.training.output_dir)
+    output_dir = Path(training.output_dir)
     existing = [name for name in FINISHED_MARKERS if (output_dir / name).exists()]
-    if existing and not args.training.overwrite_output_dir and args.training.resume_from_checkpoint is None:
+    if existing and not training.overwrite_output_dir and training.resume_from_checkpoint is None:
         raise ConfigError(
             f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}); pass a new --output_dir, "
             "--resume_from_checkpoint latest to carry on, or --overwrite_output_dir true to replace it"
         )
 
 
-def prepare_output_dir(args: RecipeArguments) -> Path:
-    output_dir = Path(args.training.output_dir)
+def prepare_output_dir(training: TrainingArguments) -> Path:
+    output_dir = Path(training.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if args.training.overwrite_output_dir and args.training.resume_from_checkpoint is None:
+    if training.overwrite_output_dir and training.resume_from_checkpoint is None:
         (output_dir / "metrics.jsonl").unlink(missing_ok=True)
     return output_dir
 
 
-def fit_with_batch_search(
-    args: RecipeArguments, data: DataBundle, accelerator: Accelerator, on_checkpoint=None
-) -> tuple[RunResult, ModelSpec]:
-    """Build the model and train it. With ``auto_find_batch_size``, an out-of-memory error halves the micro-batch
-    and doubles ``gradient_accumulation_steps`` (same effective batch, same schedule) and training starts over."""
-    while True:
-        set_seed(args.training.seed)
-        spec = build_model(args, data.label_names, data.mean, data.std, data.native_size)
-        try:
-            return fit(args, spec, data, accelerator, on_checkpoint), spec
-        except Exception as error:
-            if not should_reduce_batch_size(error):
-                raise
-            batch_size = args.training.per_device_train_batch_size
-            if not args.training.auto_find_batch_size or batch_size == 1:
-                hint = "" if args.training.auto_find_batch_size else " or pass --auto_find_batch_size true"
-                raise TrainingError(
-                    f"out of memory at per_device_train_batch_size {batch_size}: lower it (and raise "
-                    f"gradient_accumulation_steps to keep the effective batch){hint}"
-                ) from error
-        del spec
-        accelerator.free_memory()
-        accelerator._custom_objects.clear()  # the scheduler registered for checkpointing by the failed attempt
-        args.training.per_device_train_batch_size = batch_size // 2
-        args.training.gradient_accumulation_steps *= 2
-        accelerator.gradient_accumulation_steps = args.training.gradient_accumulation_steps
-        accelerator.print(
-            f"out of memory at per_device_train_batch_size {batch_size}: retrying from the start with "
-            f"{args.training.per_device_train_batch_size} x {args.training.gradient_accumulation_steps} accumulation steps"
-        )
-        if accelerator.is_main_process:
-            dump_config(args, Path(args.training.output_dir) / "config.yaml")
-            (Path(args.training.output_dir) / "metrics.jsonl").unlink(missing_ok=True)
-
-
 def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunResult:
-    accelerator = accelerator or create_accelerator(args)
-    check_output_dir(args)
+    """Train one recipe end to end; the model folder, card, metrics and plots land in ``output_dir``."""
+    training = args.training
+    accelerator = accelerator or create_accelerator(training)
+    check_output_dir(training)
     if accelerator.is_main_process:
-        output_dir = prepare_output_dir(args)
-        dump_config(args, output_dir / "config.yaml")
+        dump_config(args, prepare_output_dir(training) / "config.yaml")
     accelerator.wait_for_everyone()
-    output_dir = Path(args.training.output_dir)
-    set_seed(args.training.seed)
+    output_dir = Path(training.output_dir)
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    set_seed(training.seed)
     with accelerator.main_process_first():
-        data = build_data(args)
-    if args.report_targets():
-        accelerator.init_trackers(args.training.run_name or output_dir.name, config=_tracker_config(args))
+        data = build_data(args.data, training.seed, args.model.cache_dir)
+    if training.report_targets():
+        accelerator.init_trackers(training.run_name or output_dir.name, config=_tracker_config(args))
+
+    # ---- model, loaders, training (with auto_find_batch_size, again at half the micro-batch on out-of-memory) --
     with checkpoint_pusher(args, accelerator.is_main_process) as on_checkpoint:
-        result, spec = fit_with_batch_search(args, data, accelerator, on_checkpoint)
+        while True:
+            set_seed(training.seed)
+            spec = build_model(args.model, data.label_names, data.mean, data.std, data.native_size)
+            try:
+                model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
+                loaders = build_loaders(data, args.data, training, model_input, accelerator, args.model.cache_dir)
+                result = fit(training, spec, data, loaders, accelerator, on_checkpoint)
+                break
+            except Exception as error:
+                if not should_reduce_batch_size(error):
+                    raise
+                del spec
+                _halve_batch_or_raise(args, accelerator, error)
+
+    # ---- results, model folder, card, Hub --------------------------------------------------------------------
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "all_results.json", result.metrics)
         plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
@@ -108,6 +93,35 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
         repo_id = default_repo_id(args.hub.hub_model_id, output_dir)
         accelerator.print(f"pushed to {push_run(output_dir, repo_id, private=args.hub.hub_private_repo)}")
     return result
+
+
+def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error: Exception) -> None:
+    """After an out-of-memory error: with ``auto_find_batch_size``, halve the micro-batch and double
+    ``gradient_accumulation_steps`` (same effective batch, same schedule) so training starts over; else a clear
+    error."""
+    training = args.training
+    batch_size = training.per_device_train_batch_size
+    if not training.auto_find_batch_size or batch_size == 1:
+        hint = "" if training.auto_find_batch_size else " or pass --auto_find_batch_size true"
+        raise TrainingError(
+            f"out of memory at per_device_train_batch_size {batch_size}: lower it (and raise "
+            f"gradient_accumulation_steps to keep the effective batch){hint}"
+        ) from error
+    accelerator.free_memory()
+    # free_memory() releases the prepared models, optimizers and loaders but not the objects registered with
+    # register_for_checkpointing (the failed attempt's scheduler), and Accelerate has no public call to unregister
+    # them; left there, the next attempt's checkpoints would hold two schedulers and fail to load.
+    accelerator._custom_objects.clear()
+    training.per_device_train_batch_size = batch_size // 2
+    training.gradient_accumulation_steps *= 2
+    accelerator.gradient_accumulation_steps = training.gradient_accumulation_steps
+    accelerator.print(
+        f"out of memory at per_device_train_batch_size {batch_size}: retrying from the start with "
+        f"{training.per_device_train_batch_size} x {training.gradient_accumulation_steps} accumulation steps"
+    )
+    if accelerator.is_main_process:
+        dump_config(args, Path(training.output_dir) / "config.yaml")
+        (Path(training.output_dir) / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _tracker_config(args: RecipeArguments) -> dict:
@@ -125,16 +139,6 @@ def _print_summary(accelerator: Accelerator, result: RunResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        train(args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except HubError as error:  # the run itself finished: every file is on disk
-        print(f"error: {error}", file=sys.stderr)
-        return 3
-    except Preempted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
-    return 0
+    """``recipes/train.py``: 0 when finished, 2 for a user error, 3 when only the push failed, 75 when stopped by
+    a signal after saving a checkpoint."""
+    return run_entry_point(lambda: train(parse_args(argv)) and None)

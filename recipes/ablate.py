@@ -7,7 +7,7 @@ into ``--output_dir``. Any recipe field can be overridden for every arm (``--max
 
 import sys
 
-from accel_recipes.ablation.cli import main
+from accel_recipes.bench.ablate.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

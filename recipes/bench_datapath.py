@@ -7,7 +7,7 @@ its fraction of the bound as medians of per-round ratios. Any recipe field can b
 
 import sys
 
-from accel_recipes.ablation.paired_cli import main
+from accel_recipes.bench.datapath_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

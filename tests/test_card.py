@@ -20,8 +20,8 @@ from transformers import ViTConfig
 
 from accel_recipes.card import RunFolderError, check_run_folder, render_model_card, write_model_card
 from accel_recipes.config import dump_config, make_args
-from accel_recipes.export import save_model_folder
 from accel_recipes.models import build_model
+from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer"]
@@ -82,7 +82,7 @@ def make_run_folder(
     values = {"model_name_or_path": model, "output_dir": str(output_dir), "dataset_name": "uoft-cs/cifar10"}
     args = make_args({**values, "num_train_epochs": 2, "gradient_accumulation_steps": 2, **fields})
     torch.manual_seed(0)
-    spec = build_model(args, LABELS, MEAN, STD, 32)
+    spec = build_model(args.model, LABELS, MEAN, STD, 32)
     output_dir.mkdir(parents=True)
     dump_config(args, output_dir / "config.yaml")
     save_model_folder(spec, perturb(spec.model), output_dir / "model", LABELS)

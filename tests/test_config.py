@@ -1,11 +1,23 @@
 """Recipe arguments: YAML defaults, CLI overrides, strict keys, typed values, a dump that reruns."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from accel_recipes.config import ConfigError, RecipeArguments, dump_config, load_recipe, parse_args
+from accel_recipes.config import (
+    FIELDS,
+    GROUP_OF,
+    GROUPS,
+    ConfigError,
+    RecipeArguments,
+    _build_parser,
+    dump_config,
+    load_recipe,
+    make_args,
+    parse_args,
+)
 
 RECIPES = sorted(Path(__file__).resolve().parents[1].glob("recipes/**/*.yaml"))
 
@@ -18,10 +30,10 @@ def write(path: Path, text: str) -> Path:
 def test_yaml_sets_defaults_and_cli_wins(tmp_path):
     recipe = write(tmp_path / "r.yaml", "learning_rate: 0.5\ngradient_accumulation_steps: 2\nmixed_precision: bf16\n")
     args = parse_args(["--config", str(recipe), "--gradient_accumulation_steps", "4"])
-    assert args.learning_rate == 0.5
-    assert args.gradient_accumulation_steps == 4
-    assert args.mixed_precision == "bf16"
-    assert args.per_device_train_batch_size == RecipeArguments().per_device_train_batch_size
+    assert args.training.learning_rate == 0.5
+    assert args.training.gradient_accumulation_steps == 4
+    assert args.training.mixed_precision == "bf16"
+    assert args.training.per_device_train_batch_size == RecipeArguments().training.per_device_train_batch_size
 
 
 def test_unknown_yaml_key_names_the_closest_valid_key(tmp_path):
@@ -59,9 +71,9 @@ def test_yaml_value_of_wrong_type_names_the_key(tmp_path):
 
 def test_booleans_and_none_parse_from_text():
     args = parse_args(["--dataloader_pin_memory", "false", "--save_total_limit", "None", "--pretrained", "true"])
-    assert args.dataloader_pin_memory is False
-    assert args.save_total_limit is None
-    assert args.pretrained is True
+    assert args.training.dataloader_pin_memory is False
+    assert args.training.save_total_limit is None
+    assert args.model.pretrained is True
 
 
 def test_steps_strategy_needs_its_steps():
@@ -72,7 +84,7 @@ def test_steps_strategy_needs_its_steps():
 def test_synthetic_data_is_never_pushed():
     with pytest.raises(ConfigError, match="'push_to_hub' is true with 'data_pipeline: synthetic'"):
         parse_args(["--data_pipeline", "synthetic", "--push_to_hub", "true"])
-    assert parse_args(["--data_pipeline", "synthetic"]).push_to_hub is False
+    assert parse_args(["--data_pipeline", "synthetic"]).hub.push_to_hub is False
 
 
 def test_missing_recipe_file_is_a_clear_error(tmp_path):
@@ -92,7 +104,7 @@ def test_dumped_config_reruns_to_the_same_arguments(tmp_path):
 def test_every_shipped_recipe_parses(recipe):
     values = load_recipe(recipe)
     args = parse_args(["--config", str(recipe)])
-    assert args.output_dir == values["output_dir"]
+    assert args.training.output_dir == values["output_dir"]
     assert yaml.safe_load(recipe.read_text()) == values
 
 
@@ -101,3 +113,28 @@ def test_shipped_recipes_exist():
     for dataset in ("cifar10", "cifar100"):
         for model in ("resnet50", "vit", "efficientnet"):
             assert f"{dataset}/{model}" in names
+
+
+def test_every_field_belongs_to_exactly_one_group():
+    seen = [spec.name for cls in GROUPS.values() for spec in dataclasses.fields(cls)]
+    assert len(seen) == len(set(seen)) == len(FIELDS)
+    assert GROUP_OF["model_name_or_path"] == "model" and GROUP_OF["dataset_name"] == "data"
+    assert GROUP_OF["learning_rate"] == "training" and GROUP_OF["push_to_hub"] == "hub"
+
+
+def test_flat_values_land_in_their_groups_and_read_back_by_name():
+    args = make_args({"model_name_or_path": "vit_tiny_patch16_224", "max_train_samples": 8, "hub_model_id": "me/x"})
+    assert args.model.model_name_or_path == "vit_tiny_patch16_224"
+    assert args.data.max_train_samples == 8 and args.hub.hub_model_id == "me/x"
+    assert args.get("max_train_samples") == 8
+    args.set("seed", 7)
+    assert args.training.seed == 7 and args.to_dict()["seed"] == 7
+    assert list(args.to_dict()) == list(FIELDS)  # flat, in recipe order
+
+
+def test_help_lists_the_flags_under_their_group():
+    usage = _build_parser().format_help()
+    text = usage[usage.index("\n\n") :]  # past the usage line, which lists every flag
+    model, data, training, hub = (text.index(f"{title} arguments") for title in ("Model", "Data", "Training", "Hub"))
+    assert model < text.index("--model_name_or_path") < data < text.index("--dataset_name") < training
+    assert training < text.index("--learning_rate") < hub < text.index("--push_to_hub")

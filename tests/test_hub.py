@@ -1,11 +1,13 @@
 """Pushing a run, exercised up to the HTTP boundary: ``huggingface_hub.HfApi`` is patched to record what would be
 uploaded. The token never lands in a file, a log or a message; without a network or a token the push fails fast
-with the retry command and leaves every file as it was; checkpoint pushes never block training."""
+with the retry command and leaves every file as it was; checkpoint pushes run on huggingface_hub's own futures
+(``HfApi.run_as_future``), never block training, and each one is pushed or reported."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -33,6 +35,8 @@ class FakeHub:
         self.upload_delay = 0.0
         self.fail_with: Exception | None = None
         self.lock = threading.Lock()
+        self.upload_threads: list[str] = []  # the thread each upload_folder call ran on
+        self.futures: list = []  # what HfApi.run_as_future returned
 
     def install(self, monkeypatch) -> FakeHub:
         fake = self
@@ -49,6 +53,7 @@ class FakeHub:
             fake.commits.append({"repo_id": repo_id, "files": files, "message": commit_message})
 
         def upload_folder(self, *, repo_id, folder_path, commit_message=None, **kwargs):
+            fake.upload_threads.append(threading.current_thread().name)
             time.sleep(fake.upload_delay)
             if fake.fail_with is not None:
                 raise fake.fail_with
@@ -60,6 +65,14 @@ class FakeHub:
         monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
         monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
         monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+        real_run_as_future = huggingface_hub.HfApi.run_as_future
+
+        def run_as_future(self, fn, *args, **kwargs):  # huggingface_hub's own, recorded
+            future = real_run_as_future(self, fn, *args, **kwargs)
+            fake.futures.append(future)
+            return future
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "run_as_future", run_as_future)
         return self
 
 
@@ -296,10 +309,124 @@ def test_close_without_wait_drops_what_is_queued(online, run):
     pusher.submit(make_checkpoint(run, 10))
     time.sleep(0.05)
     pusher.submit(make_checkpoint(run, 20))
-    pusher.close(wait=False)
-    pusher._thread.join(2)
+    assert pusher.close(wait=False) is False  # checkpoint-10 is still uploading
+    assert pusher.dropped == ["checkpoint-20"]
+    assert pusher.close(wait=True, timeout=2)  # the push under way finishes in the background
     assert pusher.pushed == ["checkpoint-10"]
     assert not list(run.glob(".hub-push-*"))
+
+
+def test_each_checkpoint_push_is_a_future_of_huggingface_hubs_worker(online, run):
+    online.upload_delay = 0.4
+    checkpoints = [make_checkpoint(run, 10), make_checkpoint(run, 20)]
+    pusher = BackgroundPusher(run, "me/x")
+    pusher.submit(checkpoints[0])
+    pusher.submit(checkpoints[1])  # queued behind checkpoint-10 on the same single worker
+    [first, second] = online.futures
+    assert not first.done() and not second.done()  # submit returned while both wait or run
+    pusher.close(wait=True)
+    assert first.done() and second.done() and first.exception() is None and second.exception() is None
+    assert threading.current_thread().name not in online.upload_threads
+    assert len(set(online.upload_threads)) == 1  # HfApi's one worker thread: pushes run in order
+    assert pusher.pushed == ["checkpoint-10", "checkpoint-20"]
+    assert len(online.repos) == 1  # the repository is created once, with the first push
+
+
+def test_a_failed_future_is_reported_with_the_retry_command_and_its_staging_is_cleaned(online, run, caplog):
+    online.upload_delay = 0.1
+    online.fail_with = ConnectionResetError("connection reset by peer")
+    checkpoint = make_checkpoint(run, 10)
+    before = hashes(run)
+    pusher = BackgroundPusher(run, "me/x", private=True)
+    pusher.submit(checkpoint)  # never raises into training
+    assert list(run.glob(".hub-push-*"))  # staged while the future runs
+    pusher.close(wait=True)
+    [future] = online.futures
+    assert isinstance(future.exception(), HubError)  # the future failed; the pusher reported it
+    assert pusher.failures == ["checkpoint-10"] and pusher.pushed == [] and pusher.dropped == []
+    assert "could not push checkpoint-10" in caplog.text and "ConnectionResetError" in caplog.text
+    assert f"python recipes/push.py {run} --hub_model_id me/x --private" in caplog.text
+    assert not list(run.glob(".hub-push-*"))  # staging cleaned after the future completed
+    assert hashes(run) == before  # nothing on disk lost or changed: the checkpoint is intact
+
+
+def test_a_failure_outside_the_network_call_is_reported_too(online, run, monkeypatch, caplog):
+    def broken(token=None):
+        raise RuntimeError(f"probe failed for {TOKEN}")
+
+    monkeypatch.setattr(hub, "push_problem", broken)
+    pusher = BackgroundPusher(run, "me/x")
+    pusher.submit(make_checkpoint(run, 10))
+    pusher.close(wait=True)
+    assert pusher.failures == ["checkpoint-10"]
+    assert "RuntimeError: probe failed for <token>" in caplog.text and TOKEN not in caplog.text
+    assert not list(run.glob(".hub-push-*"))
+
+
+def test_close_waits_for_every_outstanding_upload(online, run):
+    online.upload_delay = 0.4
+    pusher = BackgroundPusher(run, "me/x")
+    started = time.perf_counter()
+    pusher.submit(make_checkpoint(run, 10))
+    time.sleep(0.1)  # checkpoint-10 is uploading
+    pusher.submit(make_checkpoint(run, 20))  # and checkpoint-20 waits for it
+    assert pusher.close(wait=True) is True
+    assert time.perf_counter() - started >= 0.8  # both uploads, one after the other
+    assert all(future.done() for future in online.futures)
+    assert pusher.pushed == ["checkpoint-10", "checkpoint-20"]
+    assert [commit["message"] for commit in online.commits] == [
+        "Training in progress: checkpoint-10",
+        "Training in progress: checkpoint-20",
+    ]
+    assert not list(run.glob(".hub-push-*"))
+
+
+def test_close_with_a_timeout_reports_what_is_unfinished_and_the_upload_goes_on(online, run, caplog):
+    caplog.set_level(logging.INFO, logger="accel_recipes.hub")
+    online.upload_delay = 0.6
+    checkpoints = [make_checkpoint(run, 10), make_checkpoint(run, 20)]
+    pusher = BackgroundPusher(run, "me/x")
+    pusher.submit(checkpoints[0])
+    time.sleep(0.1)
+    pusher.submit(checkpoints[1])
+    started = time.perf_counter()
+    assert pusher.close(wait=True, timeout=0.1) is False
+    assert time.perf_counter() - started < 0.45  # the timeout holds
+    assert pusher.dropped == ["checkpoint-20"]  # not started: dropped, and said so
+    assert "did not push checkpoint-20" in caplog.text and "still pushing checkpoint-10" in caplog.text
+    assert pusher.close(wait=True, timeout=2)
+    assert pusher.pushed == ["checkpoint-10"] and not list(run.glob(".hub-push-*"))
+
+
+def test_a_checkpoint_after_close_is_reported_not_pushed(online, run, caplog):
+    pusher = BackgroundPusher(run, "me/x")
+    pusher.close(wait=True)
+    pusher.submit(make_checkpoint(run, 10))
+    assert pusher.dropped == ["checkpoint-10"] and online.futures == [] and online.commits == []
+    assert "did not push checkpoint-10" in caplog.text and not list(run.glob(".hub-push-*"))
+
+
+def test_the_token_never_appears_in_any_written_file(online, run, tmp_path, caplog, capsys):
+    """Checkpoint pushes that succeed and that fail with the token in the Hub's answer, then the final push: no file
+    under tmp_path (the run, its checkpoints, staging, the HF home), no upload, no log line and no output has it."""
+    caplog.set_level(logging.DEBUG)
+    pusher = BackgroundPusher(run, "me/x")
+    pusher.submit(make_checkpoint(run, 10))
+    pusher.close(wait=True)
+    online.fail_with = http_error(500, f"refused for Bearer {TOKEN}")
+    failing = BackgroundPusher(run, "me/x")
+    failing.submit(make_checkpoint(run, 20))
+    failing.close(wait=True)
+    assert pusher.pushed == ["checkpoint-10"] and failing.failures == ["checkpoint-20"]
+    online.fail_with = None
+    push_run(run, "me/x")
+    assert_token_nowhere(tmp_path)
+    assert not (tmp_path / "hf-home" / "token").exists()  # nothing logged in on the user's behalf
+    for commit in online.commits:
+        assert all(TOKEN.encode() not in content for content in commit["files"].values())
+    captured = capsys.readouterr()
+    assert "answered HTTP 500" in caplog.text
+    assert TOKEN not in caplog.text + captured.out + captured.err
 
 
 def test_checkpoint_pusher_gives_fit_a_callback_only_for_every_save(online, run):

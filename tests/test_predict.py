@@ -111,8 +111,8 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path, capsys):
 def test_predictions_are_the_evaluation_forward_pass(runs, tmp_path):
     """The engine's eval: make_transform(train=False) -> uint8 batch -> Normalizer -> model."""
     from accel_recipes.data import make_transform
-    from accel_recipes.engine import Normalizer
-    from accel_recipes.export import load_model_folder
+    from accel_recipes.models.folder import load_model_folder
+    from accel_recipes.models.preprocess import Normalizer
 
     paths = write_images(tmp_path / "images", count=3)
     model, info = load_model_folder(runs["test_resnet"] / "model")

@@ -3,6 +3,7 @@
 from .bundle import DataBundle, build_data
 from .errors import DataError
 from .loaders import make_dataloader
+from .pipelines import LoaderFactory, Loaders, ModelInput, build_loaders
 from .resident import DeviceLoader, ResidentLoader, choose_pipeline, decode_split, fits_in_memory
 from .synthetic import SyntheticLoader, first_batch
 from .transforms import make_transform, resolve_augmentation
@@ -11,9 +12,13 @@ __all__ = [
     "DataBundle",
     "DataError",
     "DeviceLoader",
+    "LoaderFactory",
+    "Loaders",
+    "ModelInput",
     "ResidentLoader",
     "SyntheticLoader",
     "build_data",
+    "build_loaders",
     "choose_pipeline",
     "decode_split",
     "first_batch",

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from .columns import standardize_columns
 from ..config import DataArguments
+from .columns import standardize_columns
 from .errors import DataError
 from .sources import load_source
 from .splits import check_split, hold_out, is_unlabeled, pick_splits, truncate
@@ -33,7 +33,8 @@ class DataBundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     native_size: int
-    source: str
+    source: str  # how it was read, for the log
+    name: str = ""  # the dataset_name it was loaded from
 
     @property
     def num_classes(self) -> int:
@@ -72,7 +73,8 @@ def image_statistics(
 
 
 def build_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> DataBundle:
-    """Load ``data.dataset_name`` (Hub downloads cached in ``cache_dir``), standardise its columns, choose the splits, truncate, measure.
+    """Load ``data.dataset_name`` (Hub downloads cached in ``cache_dir``), standardise its columns, choose the
+    splits, truncate, measure.
 
     Validation comes from the named or detected split, else it is held out of train (seeded, stratified) before
     ``max_train_samples`` truncates, so the validation set does not depend on the truncation. ``max_eval_samples``
@@ -96,9 +98,7 @@ def build_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> 
     for role, split in splits.items():
         check_split(split, role, len(label_names), name)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = hold_out(
-            splits["train"], data.validation_split_percentage, seed, name
-        )
+        splits["train"], splits["validation"] = hold_out(splits["train"], data.validation_split_percentage, seed, name)
     train = truncate(splits["train"], data.max_train_samples, seed)
     validation = truncate(splits["validation"], data.max_eval_samples, seed)
     test = truncate(splits["test"], data.max_eval_samples, seed) if "test" in splits else None
@@ -112,4 +112,4 @@ def build_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> 
         len(label_names),
         native_size,
     )
-    return DataBundle(train, validation, test, label_names, mean, std, native_size, source)
+    return DataBundle(train, validation, test, label_names, mean, std, native_size, source, name)

@@ -116,8 +116,8 @@ def make_dataloader(
     skip_corrupt: bool = False,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader of (images, labels) batches built from ``training``'s dataloader_* settings (``skip_corrupt``: undecodable images are
-    left out of their batch instead of failing it).
+    """A DataLoader of (images, labels) batches built from ``training``'s dataloader_* settings; with
+    ``skip_corrupt``, undecodable images are left out of their batch instead of failing it.
 
     The order comes from an ``EpochSampler`` seeded with ``training.seed`` and each sample's augmentation from its own
     (seed, epoch, index) generator, so data order and augmentation repeat run to run, whatever the worker count,

@@ -13,8 +13,8 @@ import datagen
 import pytest
 from conftest import ROOT
 
-from accel_recipes.ablation.report import TABLE
-from accel_recipes.ablation.summary import COLUMNS
+from accel_recipes.bench.ablate.report import TABLE
+from accel_recipes.bench.ablate.summary import COLUMNS
 
 pytestmark = pytest.mark.slow
 

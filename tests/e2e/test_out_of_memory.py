@@ -9,7 +9,7 @@ import yaml
 
 from accel_recipes import run
 from accel_recipes.config import make_args
-from accel_recipes.engine import TrainingError
+from accel_recipes.errors import TrainingError
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,155 @@
+"""Arms of an ablation: each is the baseline plus named switches, as recipe-field overrides.
+
+Every arm starts from the same baseline (fp32 with TF32 off, no accumulation, pageable memory, the streaming
+DataLoader) at the recipe's effective batch size, and adds its switches in the order named:
+
+- ``ga``: the same effective batch B in k micro-batches of B / k (gradient accumulation);
+- ``amp``: autocast at fp16 (with dynamic loss scaling) on a GPU, bf16 on a CPU, or the dtype asked for;
+- ``pin``: page-locked host batches and non-blocking copies (the loader's workers are the recipe's in every arm);
+- ``all``: ``ga+amp+pin``;
+- ``field:value``: any recipe field, so a new switch needs no code (``resident=data_pipeline:resident``).
+
+``--arms baseline,ga,amp+pin,fast=all+channels_last:true`` names four arms: two built-in, a combination and a
+custom one; a custom name can be used in later combinations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from accel_recipes.config import FIELDS, RecipeArguments, coerce
+from accel_recipes.errors import ConfigError
+
+BUILTIN_ARMS = ("baseline", "ga", "amp", "pin", "all")
+AMP_DTYPES = ("fp16", "bf16")
+
+
+class ArmError(ConfigError):
+    """An arm that cannot be built; the message names it and lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class ArmContext:
+    """What the built-in switches need to know about the recipe and the machine."""
+
+    effective_batch: int  # per process: the recipe's micro-batch x accumulation steps
+    ga_steps: int  # k of the ``ga`` switch
+    amp_dtype: str  # fp16 or bf16
+
+    @classmethod
+    def from_args(cls, args: RecipeArguments, ga_steps: int | None, amp_dtype: str) -> ArmContext:
+        """k defaults to the recipe's accumulation steps, or 2 when the recipe has none."""
+        if amp_dtype not in AMP_DTYPES:
+            raise ArmError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {amp_dtype!r}")
+        steps = ga_steps if ga_steps is not None else max(args.training.gradient_accumulation_steps, 2)
+        if steps < 2:
+            raise ArmError(f"ga_steps must be at least 2 (1 is no accumulation), got {steps}")
+        return cls(
+            args.training.per_device_train_batch_size * args.training.gradient_accumulation_steps, steps, amp_dtype
+        )
+
+
+@dataclass
+class Arm:
+    name: str
+    parts: list[str]  # the switches, expanded and in order ("all" becomes ga, amp, pin)
+    overrides: dict[str, Any] = field(default_factory=dict)  # every field the arm sets, baseline's included
+
+    @property
+    def folder(self) -> str:
+        """The arm's name as a folder name."""
+        return re.sub(r"[^A-Za-z0-9_.+=-]", "_", self.name)
+
+
+def baseline_overrides(context: ArmContext) -> dict[str, Any]:
+    return {
+        "mixed_precision": "no",
+        "tf32": False,
+        "per_device_train_batch_size": context.effective_batch,
+        "gradient_accumulation_steps": 1,
+        "dataloader_pin_memory": False,
+        "data_pipeline": "stream",  # the paper's loader, where pinned memory means something
+    }
+
+
+def switch_overrides(switch: str, context: ArmContext) -> dict[str, Any]:
+    """The fields one built-in switch sets."""
+    if switch == "baseline":
+        return {}
+    if switch == "ga":
+        k, batch = context.ga_steps, context.effective_batch
+        if batch % k:
+            raise ArmError(
+                f"arm 'ga' splits the effective batch {batch} into {k} micro-batches, but {batch} is not divisible "
+                f"by {k}; pass --ga_steps with a divisor of {batch}, or change per_device_train_batch_size"
+            )
+        return {"per_device_train_batch_size": batch // k, "gradient_accumulation_steps": k}
+    if switch == "amp":
+        return {"mixed_precision": context.amp_dtype}
+    if switch == "pin":
+        return {"dataloader_pin_memory": True}
+    raise ArmError(f"unknown switch {switch!r}; the built-in ones are {list(BUILTIN_ARMS)}")
+
+
+def _field_override(part: str) -> dict[str, Any]:
+    name, _, value = part.partition(":")
+    if name not in FIELDS:
+        raise ArmError(f"arm part '{part}' names no recipe field '{name}'; see `recipes/train.py --help`")
+    return {name: coerce(name, value)}
+
+
+def _expand(part: str, defined: dict[str, list[str]], item: str) -> list[str]:
+    if part == "all":
+        return ["ga", "amp", "pin"]
+    if part in BUILTIN_ARMS:
+        return [part]
+    if part in defined:
+        return list(defined[part])
+    if ":" in part:
+        return [part]
+    valid = list(BUILTIN_ARMS) + [name for name in defined if name not in BUILTIN_ARMS]
+    raise ArmError(
+        f"unknown arm {part!r} in {item!r}; valid arms are {valid}, '+'-combinations of them (ga+amp), "
+        "recipe settings as field:value (channels_last:true), and name=spec to define one"
+    )
+
+
+def build_arm(name: str, parts: list[str], context: ArmContext) -> Arm:
+    overrides = baseline_overrides(context)
+    for part in parts:
+        overrides.update(_field_override(part) if ":" in part else switch_overrides(part, context))
+    return Arm(name, parts, overrides)
+
+
+def parse_arms(text: str, context: ArmContext) -> list[Arm]:
+    """``baseline,ga,amp,ga+amp,resident=data_pipeline:resident`` -> arms, baseline first (added when missing:
+    every speed-up is measured against it)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ArmError(f"--arms is empty; name some of {list(BUILTIN_ARMS)}")
+    defined: dict[str, list[str]] = {}
+    arms: list[Arm] = []
+    for item in items:
+        name, has_name, spec = item.partition("=")
+        if not has_name:
+            name, spec = item, item
+        name = name.strip()
+        if not name or not spec.strip():
+            raise ArmError(f"arm {item!r} must be NAME=SPEC or SPEC, e.g. resident=data_pipeline:resident")
+        if name in defined:
+            raise ArmError(f"arm {name!r} is named twice in --arms")
+        if has_name and name in BUILTIN_ARMS:
+            raise ArmError(f"arm name {name!r} is a built-in arm; choose another name for {item!r}")
+        parts = [piece for part in spec.split("+") for piece in _expand(part.strip(), defined, item)]
+        defined[name] = parts
+        arms.append(build_arm(name, parts, context))
+    if "baseline" not in defined:
+        arms.insert(0, build_arm("baseline", [], context))
+    return sorted(arms, key=lambda arm: arm.name != "baseline")  # stable: baseline first, the rest as named
+
+
+def effective_batch(overrides: dict[str, Any]) -> int:
+    """Per process: micro-batch x accumulation steps."""
+    return int(overrides["per_device_train_batch_size"]) * int(overrides["gradient_accumulation_steps"])

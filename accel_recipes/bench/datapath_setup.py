@@ -1,0 +1,77 @@
+"""The datapath benchmark's one contact with the engine, the data loaders and the models: ``build_datapath``.
+
+It builds what a training run builds, through the same public functions (``create_accelerator``, ``build_data``,
+``build_model``, the data pipelines' ``LoaderFactory`` and the engine's ``TrainingStep``), but no run loop: one
+loader per source and the micro-batch step. The rest of the benchmark sees only the ``Datapath`` it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from accel_recipes.bench.datapath import Feed, Source
+from accel_recipes.config import RecipeArguments
+from accel_recipes.errors import TrainingError
+
+
+@dataclass
+class Datapath:
+    """One endless feed per source, ``step(batch)`` (trains one batch, returns the images it held over all
+    processes), the device ``clock``, and what the report says: the arguments the model trains with (resolved by
+    the Accelerator: the precision that runs), the model and the data."""
+
+    args: RecipeArguments
+    accelerator: Accelerator
+    feeds: dict[str, Feed]
+    step: Callable[[Any], int]
+    clock: Callable[[], float]
+    model: str  # the model's description, first line a summary
+    train_images: int
+
+
+def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
+    """The model of ``args`` ready to train, on the Accelerator of ``args.training``, and a feed per source."""
+    # Imported here: the benchmark's options and its tests do not load the engine and the models.
+    from accel_recipes.data import LoaderFactory, ModelInput, build_data
+    from accel_recipes.engine import TrainingStep, create_accelerator
+    from accel_recipes.engine.monitor import DeviceClock
+    from accel_recipes.models import build_model
+
+    training = args.training
+    accelerator = create_accelerator(training)
+    set_seed(training.seed)
+    with accelerator.main_process_first():
+        data = build_data(args.data, training.seed, args.model.cache_dir)
+    spec = build_model(args.model, data.label_names, data.mean, data.std, data.native_size)
+    model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
+    factory = LoaderFactory(data, args.data, training, model_input, accelerator, args.model.cache_dir)
+    batches = len(data.train) // (training.per_device_train_batch_size * accelerator.num_processes)
+    if batches == 0:
+        raise TrainingError(
+            f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
+            f"{training.per_device_train_batch_size} x {accelerator.num_processes} process(es); "
+            "lower per_device_train_batch_size"
+        )
+    step = TrainingStep(training, spec, accelerator, batches)  # a schedule as long as a run's with these batches
+    loaders = {
+        "synthetic": lambda source: factory.synthetic(),
+        "resident": lambda source: factory.resident(data.train, train=True),
+        "stream": lambda source: factory.stream(data.train, train=True, num_workers=source.workers),
+    }
+    feeds = {source.name: Feed(loaders[source.pipeline](source)) for source in sources}
+    micro_batches = itertools.count()
+
+    def train_batch(batch: tuple[Any, Any]) -> int:
+        images, labels = batch
+        step.micro_batch(images, labels, next(micro_batches) % batches)
+        return int(images.shape[0]) * accelerator.num_processes
+
+    step.model.train()
+    clock = DeviceClock(accelerator.device)
+    return Datapath(args, accelerator, feeds, train_batch, clock, spec.describe(), len(data.train))

@@ -1,0 +1,66 @@
+"""The run's one Accelerator, created here and nowhere else (never at import time)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+
+from accel_recipes.config import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+def create_accelerator(training: TrainingArguments) -> Accelerator:
+    """One Accelerator per run; ``training.mixed_precision`` is set to what it resolved to, so config.yaml records
+    what ran. On a CPU, fp16 gets torch's CPU autocast and GradScaler, which Accelerate leaves off, so the fp16 path
+    (loss scaling, skipped steps) is the same code on every device."""
+    accelerator = Accelerator(
+        cpu=_multi_process_without_accelerator(),
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        mixed_precision=training.mixed_precision,
+        log_with=_trackers(training),
+        project_dir=training.output_dir,
+        dataloader_config=DataLoaderConfiguration(non_blocking=training.dataloader_pin_memory),
+        step_scheduler_with_optimizer=False,
+    )
+    training.mixed_precision = accelerator.mixed_precision
+    if training.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        _enable_cpu_fp16_scaler(accelerator)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = training.tf32
+        torch.backends.cudnn.allow_tf32 = training.tf32
+        torch.backends.cudnn.benchmark = True
+    return accelerator
+
+
+def _enable_cpu_fp16_scaler(accelerator: Accelerator) -> None:
+    # Accelerate's public API has no switch for loss scaling on a CPU: it creates its GradScaler only for devices it
+    # knows fp16 scaling on. Setting the two attributes its own `backward`/`optimizer.step` read is the smallest
+    # change that gives CPU fp16 runs the same scaled, step-skipping path as a GPU.
+    if accelerator.scaler is None:
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu")
+    if accelerator.is_main_process:
+        logger.warning(
+            "mixed_precision fp16 on a CPU: torch's CPU fp16 autocast with loss scaling is correct, but on CPUs "
+            "without fast fp16 arithmetic it trains many times slower than bf16 or fp32; pass "
+            "--mixed_precision bf16 (or no) to train on a CPU"
+        )
+
+
+def _multi_process_without_accelerator() -> bool:
+    """`accelerate launch --multi_gpu --num_processes N` on a machine with no GPU: run N CPU processes over gloo
+    (Accelerate would otherwise start N independent single-process runs)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return world_size > 1 and not torch.accelerator.is_available()
+
+
+def _trackers(training: TrainingArguments) -> list[str] | str | None:
+    targets = training.report_targets()
+    if not targets:
+        return None
+    return "all" if "all" in targets else targets

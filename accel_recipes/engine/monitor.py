@@ -1,0 +1,123 @@
+"""What happens after each optimizer update, in one place: the timing segments (training time leaves out
+evaluation and checkpoints), the wait for data, the streak of non-finite losses, stop polling, and whether this
+update logs, evaluates, saves, stops or ends the run."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from accel_recipes.checkpoints import RunState, list_checkpoints
+from accel_recipes.config import TrainingArguments
+from accel_recipes.errors import TrainingError
+from accel_recipes.plan import TrainingPlan
+from accel_recipes.signals import StopRequest
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """GPU allocator peak on CUDA; the process's peak resident set size elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+class DeviceClock:
+    """Wall time read after the device has finished its queued work, so GPU time lands in the right segment."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+@dataclass
+class UpdateEvents:
+    """What the update just finished calls for. ``paused``: the timing segment was closed (the trainer may now
+    evaluate or save off the clock) and must be restarted with ``UpdateMonitor.start_timing``."""
+
+    log: bool = False
+    evaluate: bool = False
+    save: bool = False
+    stop: bool = False
+    end: bool = False
+    paused: bool = False
+
+
+class UpdateMonitor:
+    """Reads the device only at a timing boundary or every ``max_nonfinite_steps`` updates, so the step runs
+    without a host-device sync in between."""
+
+    def __init__(
+        self,
+        training: TrainingArguments,
+        plan: TrainingPlan,
+        accelerator: Accelerator,
+        state: RunState,
+        checkpoint_dir: Path,
+    ) -> None:
+        self.training, self.plan, self.accelerator, self.state = training, plan, accelerator, state
+        self.checkpoint_dir = checkpoint_dir
+        self.clock = DeviceClock(accelerator.device)
+        self.stop = StopRequest()
+        self.nonfinite_streak = torch.zeros((), dtype=torch.long, device=accelerator.device)
+        self._segment_started = 0.0
+
+    def start_timing(self) -> None:
+        self._segment_started = self.clock()
+
+    def stop_timing(self) -> None:
+        self.state.train_seconds += self.clock() - self._segment_started
+
+    def next_batch(self, batches: Iterator[Any]) -> Any | None:
+        """The loader's next batch (None at the end), its wait counted as data wait."""
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        self.state.data_wait_seconds += time.perf_counter() - waited
+        return batch
+
+    def after_update(self, window_loss: torch.Tensor) -> UpdateEvents:
+        """Call once ``state.update`` counts the update whose mean loss is ``window_loss`` (a device scalar)."""
+        training, state = self.training, self.state
+        self.nonfinite_streak = torch.where(torch.isfinite(window_loss), 0, self.nonfinite_streak + 1)
+        events = UpdateEvents(
+            log=state.update % training.logging_steps == 0,
+            evaluate=training.eval_strategy == "steps" and state.update % training.eval_steps == 0,
+            save=training.save_strategy == "steps" and state.update % training.save_steps == 0,
+            end=state.update >= self.plan.total_updates,
+        )
+        at_warmup_end = state.update == training.throughput_warmup_steps
+        if state.update % training.max_nonfinite_steps == 0:
+            self.check_finite()
+        events.stop = self.stop.agreed(self.accelerator, state.update)
+        if events.log or events.evaluate or events.save or events.end or events.stop or at_warmup_end:
+            self.stop_timing()
+            events.paused = True
+            if at_warmup_end:
+                state.steady_seconds_offset, state.steady_samples_offset = state.train_seconds, state.train_samples
+            self.check_finite()
+        return events
+
+    def loss_is_finite(self) -> bool:
+        return int(self.nonfinite_streak.item()) == 0
+
+    def check_finite(self) -> None:
+        """Stop the run once the loss has not been finite for ``max_nonfinite_steps`` consecutive updates."""
+        streak = int(self.nonfinite_streak.item())
+        if streak >= self.training.max_nonfinite_steps:
+            latest = list_checkpoints(self.checkpoint_dir)
+            kept = f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
+            raise TrainingError(
+                f"the training loss was not finite for {streak} consecutive updates (from update "
+                f"{self.state.update - streak + 1} to {self.state.update}); {kept}. Try --mixed_precision bf16 "
+                f"(fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
+            )

@@ -1,0 +1,73 @@
+"""One training step on Accelerate: the model, optimizer and schedule it prepares, and a micro-batch's forward,
+backward and (at the end of its accumulation window) update.
+
+The step is Accelerate's canonical one (``accelerator.accumulate`` + ``accelerator.backward``), with one
+correction: Accelerate divides every micro-batch loss by ``gradient_accumulation_steps``, which mis-scales a
+window cut short at the end of an epoch. Here each micro-batch loss is weighted by ``accumulation_weight``, so a
+window of k equal micro-batches gives exactly the gradient of one batch k times larger, partial windows
+included. Training batches are therefore all full (the loaders drop the last incomplete micro-batch of each
+epoch, as timm's does), which keeps every micro-batch the same size on every process.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from accel_recipes.config import TrainingArguments
+from accel_recipes.models import ModelSpec, logits_of
+from accel_recipes.models.preprocess import Normalizer
+from accel_recipes.optim import create_optimizer, create_scheduler
+from accel_recipes.plan import TrainingPlan, accumulation_weight
+
+
+class TrainingStep:
+    """The prepared model, optimizer and schedule of a run with ``micro_batches_per_epoch`` training batches."""
+
+    def __init__(
+        self, training: TrainingArguments, spec: ModelSpec, accelerator: Accelerator, micro_batches_per_epoch: int
+    ) -> None:
+        self.training, self.accelerator = training, accelerator
+        model = spec.model
+        if training.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.optimizer = accelerator.prepare(model, create_optimizer(training, model))
+        # The compiled module only runs the forward pass; state dicts, checkpoints and the export go through
+        # self.model, so no key ever carries torch.compile's `_orig_mod.` prefix.
+        self.forward_module = torch.compile(self.model) if training.torch_compile else self.model
+        self.plan = TrainingPlan.build(training, micro_batches_per_epoch, accelerator.num_processes)
+        # Not prepared by Accelerate on purpose: its wrapper steps the schedule once per process per update.
+        self.scheduler = create_scheduler(training, self.optimizer.optimizer, self.plan.total_updates)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.normalizer = Normalizer(spec.mean, spec.std).to(accelerator.device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a uint8 (or 0..255 float) batch: normalised on the device, then the model."""
+        images = self.normalizer(images)
+        if self.training.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return logits_of(self.forward_module(images))
+
+    def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int) -> torch.Tensor:
+        """Forward and backward of micro-batch ``micro_index`` of an epoch, its loss weighted for its accumulation
+        window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a window).
+        Returns the detached loss times its share of the window, summed into the window's mean loss."""
+        training, accelerator, k = self.training, self.accelerator, self.training.gradient_accumulation_steps
+        with accelerator.accumulate(self.model):
+            logits = self.forward(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=training.label_smoothing_factor)
+            weight = accumulation_weight(self.plan, micro_index, k)
+            accelerator.backward(loss * weight)
+            if accelerator.sync_gradients and training.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), training.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach() * (weight / k)
+
+    def after_update(self) -> bool:
+        """Advance the schedule unless the loss scaler skipped this update; returns whether it was skipped."""
+        skipped = self.optimizer.step_was_skipped
+        if not skipped:
+            self.scheduler.step()
+        return skipped

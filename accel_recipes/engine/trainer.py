@@ -1,0 +1,296 @@
+"""The training loop: Accelerate's canonical loop over epochs of micro-batches, with evaluation, the best model,
+checkpoints and resume. What happens after each update is decided by ``UpdateMonitor``; the step itself is
+``TrainingStep``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from accel_recipes.checkpoints import (
+    RunState,
+    load_weights,
+    resolve_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from accel_recipes.config import TrainingArguments
+from accel_recipes.data import DataBundle, DeviceLoader, Loaders
+from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
+from accel_recipes.engine.step import TrainingStep
+from accel_recipes.errors import Preempted, TrainingError
+from accel_recipes.metrics import MetricAccumulator
+from accel_recipes.models import ModelSpec
+from accel_recipes.reporting import MetricsLog, truncate_metrics
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    output_dir: Path
+    best_model_path: Path | None
+    model: torch.nn.Module = field(repr=False)
+
+
+class Trainer:
+    """Trains ``spec.model`` on ``loaders`` as ``training`` says; ``data`` describes the dataset in the log."""
+
+    def __init__(
+        self,
+        training: TrainingArguments,
+        spec: ModelSpec,
+        data: DataBundle,
+        loaders: Loaders,
+        accelerator: Accelerator,
+        on_checkpoint: Callable[[Path], None] | None = None,
+    ) -> None:
+        if len(loaders.train) == 0:
+            raise TrainingError(
+                f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
+                f"{training.per_device_train_batch_size} x {accelerator.num_processes} process(es); "
+                "lower per_device_train_batch_size"
+            )
+        self.training, self.spec, self.data, self.loaders = training, spec, data, loaders
+        self.accelerator, self.on_checkpoint = accelerator, on_checkpoint
+        self.step = TrainingStep(training, spec, accelerator, len(loaders.train))
+        self.plan = self.step.plan
+        self.output_dir = Path(training.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
+        self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
+        self.state = RunState(num_classes=data.num_classes)
+        self.monitor = UpdateMonitor(training, self.plan, accelerator, self.state, self.checkpoint_dir)
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        training, plan = self.training, self.plan
+        self.accelerator.print(self._describe())
+        disable = training.disable_tqdm or not self.accelerator.is_local_main_process
+        progress = tqdm(
+            total=plan.total_updates, initial=self.state.update, desc="training", unit="update", disable=disable
+        )
+        with self.monitor.stop:
+            for epoch in range(self.state.epoch, plan.epochs):
+                if self.state.update >= plan.total_updates:
+                    break
+                self.train_epoch(epoch, progress)
+                if training.eval_strategy == "epoch":
+                    self.evaluate_and_track(self.state.update / plan.updates_per_epoch)
+                if training.save_strategy == "epoch":
+                    self.save()
+        progress.close()
+        self.monitor.check_finite()
+        return self._finish()
+
+    def train_epoch(self, epoch: int, progress: tqdm) -> None:
+        """Train epoch ``epoch`` (0-based) from micro-batch ``state.micro_in_epoch`` on (non-zero on resume)."""
+        accelerator, state, monitor, step = self.accelerator, self.state, self.monitor, self.step
+        step.model.train()
+        loader = self.loaders.train
+        loader.set_epoch(epoch)
+        start = state.micro_in_epoch
+        if start:
+            skip = loader.skip_first_batches if isinstance(loader, DeviceLoader) else None
+            loader = skip(start) if skip else accelerator.skip_first_batches(loader, start)
+        window_loss = torch.zeros((), device=accelerator.device)
+        monitor.start_timing()
+        batches, micro_index = iter(loader), start - 1
+        while (batch := monitor.next_batch(batches)) is not None:
+            images, labels = batch
+            micro_index += 1
+            window_loss += step.micro_batch(images, labels, micro_index)
+            state.train_samples += images.shape[0] * accelerator.num_processes
+            state.skipped_images += self.training.per_device_train_batch_size - images.shape[0]
+            if not accelerator.sync_gradients:
+                continue
+            state.update, state.micro_in_epoch = state.update + 1, micro_index + 1
+            state.skipped_updates += step.after_update()
+            progress.update(1)
+            events = monitor.after_update(window_loss)
+            if events.paused:
+                fraction = epoch + state.micro_in_epoch / self.plan.micro_batches_per_epoch
+                if events.log or events.end:
+                    self._log_training(fraction, accelerator.reduce(window_loss, "mean").item(), progress)
+                if events.evaluate:
+                    self.evaluate_and_track(fraction)
+                if events.save or events.stop:
+                    checkpoint = self.save()
+                    if events.stop:
+                        raise Preempted(monitor.stop.received or "a stop signal", checkpoint)
+                monitor.start_timing()
+            window_loss.zero_()
+            if events.end:
+                break
+        monitor.stop_timing()
+        if state.micro_in_epoch >= self.plan.micro_batches_per_epoch:
+            state.epoch, state.micro_in_epoch = epoch + 1, 0
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, loader, prefix: str) -> dict[str, float]:
+        """Loss, accuracy and macro-F1 over every sample of ``loader`` exactly once, on any number of processes.
+        Samples labelled -1 are padding (added to even out shards) and are left out."""
+        model = self.step.model
+        model.eval()
+        accumulator = MetricAccumulator(self.data.num_classes, device=self.accelerator.device)
+        for images, labels in loader:
+            logits = self.step.forward(images).float()
+            losses = F.cross_entropy(logits, labels, reduction="none", ignore_index=-1)
+            predictions, labels, losses = self.accelerator.gather_for_metrics((logits.argmax(dim=-1), labels, losses))
+            keep = labels >= 0
+            accumulator.update(predictions[keep], labels[keep], losses[keep])
+        model.train()
+        return accumulator.compute(prefix)
+
+    def evaluate_and_track(self, epoch: float) -> dict[str, float]:
+        """Evaluate on validation, log it, and keep the best weights by ``metric_for_best_model``."""
+        state, training = self.state, self.training
+        metrics = self.evaluate(self.loaders.validation, "eval")
+        record = {"step": state.update, "epoch": round(epoch, 4), "train_runtime": state.train_seconds, **metrics}
+        self.metrics_log.write(record)
+        self.accelerator.log({f"eval/{key[5:]}": value for key, value in metrics.items()}, step=state.update)
+        self.accelerator.print(
+            f"epoch {epoch:.2f} update {state.update}: eval_loss {metrics['eval_loss']:.4f} "
+            f"eval_accuracy {metrics['eval_accuracy']:.4f} eval_f1 {metrics['eval_f1']:.4f}"
+        )
+        value = metrics[f"eval_{training.metric_for_best_model}"]
+        lower_is_better = training.metric_for_best_model == "loss"
+        best = state.best_metric
+        improved = best is None or (value < best if lower_is_better else value > best)
+        if improved and training.load_best_model_at_end and math.isfinite(value):
+            state.best_metric, state.best_update = value, state.update
+            save_weights(self.accelerator, self.step.model, self.best_model_path)
+        return metrics
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def save(self) -> Path | None:
+        """A checkpoint of this update, unless the loss is currently not finite (the last good one is kept)."""
+        if not self.monitor.loss_is_finite():
+            self.accelerator.print(f"update {self.state.update}: loss not finite, checkpoint not saved")
+            return None
+        path = save_checkpoint(self.accelerator, self.checkpoint_dir, self.state, self.training.save_total_limit)
+        if self.on_checkpoint is not None and self.accelerator.is_main_process:
+            self.on_checkpoint(path)
+        return path
+
+    def resume(self, checkpoint: Path) -> None:
+        """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
+        saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
+        self.state = self.monitor.state = saved
+        if self.accelerator.is_main_process:
+            truncate_metrics(self.metrics_log.path, after_step=saved.update)
+        self.accelerator.print(
+            f"resumed from {checkpoint}: update {saved.update}, epoch {saved.epoch} + {saved.micro_in_epoch} "
+            "micro-batches"
+        )
+
+    # ---- logs and results -------------------------------------------------------------------------------------
+    def _describe(self) -> str:
+        training, plan, data, loaders = self.training, self.plan, self.data, self.loaders
+        test_size = len(data.test) if data.test is not None else 0
+        pinned = training.dataloader_pin_memory and self.accelerator.device.type != "cpu"
+        if loaders.pipeline == "synthetic":
+            loading = "one training batch held on the device (compute-only bound)"
+        elif loaders.pipeline == "resident":
+            loading = "data held on the device"
+        else:
+            loading = f"pinned memory {pinned}; {training.dataloader_num_workers} loader worker(s)"
+        return (
+            f"{self.spec.describe()}\n"
+            f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
+            f"{data.num_classes} classes, augmentation {loaders.augmentation}, {loaders.pipeline} data pipeline\n"
+            f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
+            f"global batch {plan.global_batch_size} = {training.per_device_train_batch_size} x "
+            f"{training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
+            f"precision {training.mixed_precision}; {loading}"
+        )
+
+    def _log_training(self, epoch: float, loss: float, progress: tqdm) -> None:
+        state = self.state
+        throughput = state.train_samples / state.train_seconds if state.train_seconds else 0.0
+        record = {
+            "step": state.update,
+            "epoch": round(epoch, 4),
+            "loss": loss,
+            "learning_rate": self.step.scheduler.get_last_lr()[0],
+            "images_per_second": throughput,
+            "train_runtime": state.train_seconds,
+            "skipped_updates": state.skipped_updates,
+        }
+        if self.accelerator.scaler is not None:
+            record["loss_scale"] = self.accelerator.scaler.get_scale()
+        self.metrics_log.write(record)
+        self.accelerator.log({f"train/{key}": value for key, value in record.items()}, step=state.update)
+        progress.set_postfix(loss=f"{loss:.4f}", img_s=f"{throughput:,.0f}", refresh=False)
+
+    def _finish(self) -> RunResult:
+        training, accelerator, plan, state = self.training, self.accelerator, self.plan, self.state
+        if state.skipped_images:
+            accelerator.print(f"skipped {state.skipped_images} undecodable training image(s)")
+        if training.load_best_model_at_end and state.best_update is not None:
+            accelerator.wait_for_everyone()
+            load_weights(accelerator, self.step.model, self.best_model_path)
+            accelerator.print(
+                f"loaded the best model (update {state.best_update}, eval_{training.metric_for_best_model} "
+                f"{state.best_metric:.4f}) for the final evaluation"
+            )
+        final = self.evaluate(self.loaders.validation, "eval")
+        if self.loaders.test is not None:
+            final.update(self.evaluate(self.loaders.test, "test"))
+        seconds = state.train_seconds
+        results = {
+            **final,
+            "epoch": state.update / plan.updates_per_epoch,
+            "train_updates": state.update,
+            "train_samples": state.train_samples,
+            "train_runtime": seconds,
+            "train_samples_per_second": state.train_samples / seconds if seconds else 0.0,
+            "train_steps_per_second": state.update / seconds if seconds else 0.0,
+            "steady_samples_per_second": state.steady_samples_per_second(),
+            "data_wait_fraction": state.data_wait_seconds / seconds if seconds else 0.0,
+            "peak_memory_mb": peak_memory_mb(accelerator.device),
+            "skipped_updates": state.skipped_updates,
+            "skipped_images": state.skipped_images,
+            "best_update": state.best_update,
+            "num_processes": accelerator.num_processes,
+            "per_device_train_batch_size": training.per_device_train_batch_size,
+            "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            "global_batch_size": plan.global_batch_size,
+            "mixed_precision": training.mixed_precision,
+            "device": _device_name(accelerator.device),
+        }
+        self.metrics_log.write({"step": state.update, "final": True, **final})
+        best = self.best_model_path if state.best_update is not None else None
+        return RunResult(results, self.output_dir, best, self.step.model)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def fit(
+    training: TrainingArguments,
+    spec: ModelSpec,
+    data: DataBundle,
+    loaders: Loaders,
+    accelerator: Accelerator,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> RunResult:
+    """Train ``spec.model`` on ``loaders``, resuming when ``resume_from_checkpoint`` says so; return the final
+    metrics (best model, test split). ``on_checkpoint(path)`` runs on the main process after each checkpoint."""
+    trainer = Trainer(training, spec, data, loaders, accelerator, on_checkpoint)
+    checkpoint = resolve_checkpoint(training)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    elif training.resume_from_checkpoint == "latest":
+        accelerator.print(f"no checkpoint in {Path(training.output_dir) / 'checkpoints'} yet: starting from scratch")
+    return trainer.fit()

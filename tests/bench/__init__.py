@@ -1,0 +1,1 @@
+"""Tests of accel_recipes.bench, one file per module."""

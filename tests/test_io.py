@@ -1,0 +1,47 @@
+"""Atomic writes: the target is either the old content or the new one, never a partial file or folder."""
+
+import json
+
+import pytest
+
+from accel_recipes.io import atomic_dir, atomic_file, copy_file_atomic, write_json_atomic, write_text_atomic
+
+
+def test_text_and_json_replace_the_target_and_leave_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "results.json"
+    write_json_atomic(target, {"b": 1, "a": 2})
+    assert target.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["results.json"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "all_results.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["all_results.json"]
+
+
+def test_copy(tmp_path):
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    copy_file_atomic(tmp_path / "a.yaml", tmp_path / "model" / "a.yaml")
+    assert (tmp_path / "model" / "a.yaml").read_text() == "x: 1\n"
+
+
+def test_folder_is_swapped_in_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "model"
+    with atomic_dir(final) as staging:
+        (staging / "config.json").write_text(json.dumps({"v": 1}))
+    assert json.loads((final / "config.json").read_text()) == {"v": 1}
+    with pytest.raises(OSError), atomic_dir(final) as staging:
+        (staging / "config.json").write_text("half")
+        raise OSError("disk full")
+    assert json.loads((final / "config.json").read_text()) == {"v": 1}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+    with atomic_dir(final) as staging:
+        (staging / "config.json").write_text(json.dumps({"v": 2}))
+    assert json.loads((final / "config.json").read_text()) == {"v": 2}
