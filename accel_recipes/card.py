@@ -9,9 +9,7 @@ whole Hub repository. Every value may be missing: the card then says "n/a" rathe
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from accel_recipes.errors import RunFolderError
+from accel_recipes.io import atomic_file, copy_file_atomic
 from accel_recipes.models.folder import recorded_facts
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "image_classification.md"
@@ -395,12 +394,6 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, licens
     )
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
-
-
 def write_model_card(output_dir: str | Path, repo_id: str | None = None, license: str = DEFAULT_LICENSE) -> Path:
     """Render the card into ``output_dir/model/README.md`` (atomically) and copy the learning curves and
     config.yaml beside it; returns the card's path."""
@@ -411,9 +404,8 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, license
     card = render_model_card(folder, repo_id, license)
     for name in COPIED_INTO_MODEL:
         if (folder / name).is_file():
-            _copy_atomic(folder / name, model_dir / name)
+            copy_file_atomic(folder / name, model_dir / name)
     target = model_dir / "README.md"
-    temporary = target.with_name(".README.md.tmp")
-    card.save(temporary)
-    os.replace(temporary, target)
+    with atomic_file(target) as temporary:
+        card.save(temporary)
     return target

@@ -29,6 +29,10 @@ class ConfigError(UserError, ValueError):
     """A recipe or command-line value that cannot be used."""
 
 
+class ArmError(ConfigError):
+    """An ablation arm that cannot be built; the message names it and lists the valid ones."""
+
+
 class DataError(UserError, ValueError):
     """A dataset that cannot be loaded or used as asked."""
 

@@ -22,11 +22,18 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes it 0600; a result file is as readable as any other
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read the umask is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

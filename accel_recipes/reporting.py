@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from accel_recipes.io import atomic_file, write_text_atomic
 
 
 class MetricsLog:
@@ -33,15 +34,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def truncate_metrics(path: Path, after_step: int) -> None:
     """Drop the records a resumed run will write again (those after the checkpoint it resumes from)."""
     kept = [record for record in read_metrics(path) if record.get("step", 0) <= after_step and not record.get("final")]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
-    os.replace(temporary, path)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _epoch_means(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -84,8 +77,7 @@ def plot_learning_curves(metrics_path: Path, output_path: Path) -> Path | None:
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    temporary = output_path.with_name(f".{output_path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=110)
+    with atomic_file(output_path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")  # the temporary name does not end in .png
     plt.close(figure)
-    os.replace(temporary, output_path)
     return output_path

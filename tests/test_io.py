@@ -45,3 +45,15 @@ def test_folder_is_swapped_in_whole_or_not_at_all(tmp_path):
     with atomic_dir(final) as staging:
         (staging / "config.json").write_text(json.dumps({"v": 2}))
     assert json.loads((final / "config.json").read_text()) == {"v": 2}
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import DataArguments
+from ..io import atomic_file
 from .batch_augment import crop_flip, draw_crop_flip, draw_resized_crop_boxes, resize, resized_crop
 from .errors import DataError
 from .loaders import decode_image
@@ -110,15 +109,8 @@ def _read_cache(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, dict
 def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor, metadata: dict[str, str]) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_file(path) as temporary:
             save_file({"images": images, "labels": labels}, temporary, metadata=metadata)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
     except OSError as error:  # a read-only or full disk costs a re-decode next time, not the run
         logger.warning("could not write the resident cache %s (%s); it will be decoded again next time", path, error)
 

@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accel_recipes.config import FIELDS, RecipeArguments, coerce
-from accel_recipes.errors import ConfigError
+from accel_recipes.errors import ArmError
 
 BUILTIN_ARMS = ("baseline", "ga", "amp", "pin", "all")
 AMP_DTYPES = ("fp16", "bf16")
-
-
-class ArmError(ConfigError):
-    """An arm that cannot be built; the message names it and lists the valid ones."""
 
 
 @dataclass(frozen=True)

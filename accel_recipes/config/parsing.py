@@ -1,0 +1,186 @@
+"""Recipe arguments from a flat YAML recipe and the command line: strict keys with did-you-mean, typed values,
+cross-field checks, and the ``config.yaml`` dump that reruns a run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from accel_recipes.config.arguments import _SECTION_TITLES, _TYPE_HINTS, FIELDS, GROUP_OF, GROUPS, RecipeArguments
+from accel_recipes.errors import ConfigError
+from accel_recipes.io import write_text_atomic
+
+
+def _closest(name: str) -> str:
+    match = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else "; see `recipes/train.py --help` for the valid keys"
+
+
+def _unknown_key_error(name: str, where: str) -> ConfigError:
+    return ConfigError(f"unknown key '{name}' in {where}{_closest(name)}")
+
+
+def _coerce_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "yes", "1", "on"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"false", "no", "0", "off"}:
+        return False
+    raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise a ConfigError naming the key."""
+    hint = _TYPE_HINTS[name]
+    options = get_args(hint)
+    optional = get_origin(hint) in (typing.Union, types.UnionType) and type(None) in options
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            return None
+        hint = next(option for option in options if option is not type(None))
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if text not in choices:
+            raise ConfigError(f"'{name}' must be one of {list(choices)}, got {value!r}")
+        return text
+    if hint is bool:
+        return _coerce_bool(name, value)
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"'{name}' must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"field {name} has an unsupported type {hint}")  # a bug in this module, not user input
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML: a flat mapping of field names to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file '{path}' does not exist; pass --config with a path to a YAML recipe")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"recipe file '{path}' is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe file '{path}' must hold a mapping of field: value, got {type(data).__name__}")
+    for key in data:
+        if key not in FIELDS:
+            raise _unknown_key_error(str(key), f"recipe '{path}'")
+    return data
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an image classifier with Accelerate.",
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="YAML recipe whose values become the defaults")
+    for group, cls in GROUPS.items():
+        section = parser.add_argument_group(_SECTION_TITLES[group].lstrip("# "), cls.__doc__)
+        for spec in dataclasses.fields(cls):
+            hint = _TYPE_HINTS[spec.name]
+            choices = get_args(hint) if get_origin(hint) is Literal else None
+            help_text = f"{spec.metadata.get('help', '')} (default: {spec.default})"
+            if choices:
+                help_text += f" {{{', '.join(choices)}}}"
+            section.add_argument(f"--{spec.name}", metavar="VALUE", help=help_text)
+    return parser
+
+
+def validate(args: RecipeArguments) -> None:
+    """Cross-field checks; each error names the value and what to do."""
+    data, training = args.data, args.training
+    positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+    for name in positive:
+        if getattr(training, name) < 1:
+            raise ConfigError(f"'{name}' must be at least 1, got {getattr(training, name)}")
+    if training.max_steps == 0 or training.max_steps < -1:
+        raise ConfigError(f"'max_steps' must be -1 (use num_train_epochs) or positive, got {training.max_steps}")
+    if training.max_steps == -1 and training.num_train_epochs <= 0:
+        raise ConfigError(f"'num_train_epochs' must be positive, got {training.num_train_epochs}; or set max_steps")
+    if training.learning_rate <= 0:
+        raise ConfigError(f"'learning_rate' must be positive, got {training.learning_rate}")
+    if not 0 <= data.validation_split_percentage < 100:
+        raise ConfigError(f"'validation_split_percentage' must be in [0, 100), got {data.validation_split_percentage}")
+    if not 0 <= training.warmup_ratio < 1:
+        raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {training.warmup_ratio}")
+    if not 0 <= training.label_smoothing_factor < 1:
+        raise ConfigError(f"'label_smoothing_factor' must be in [0, 1), got {training.label_smoothing_factor}")
+    if training.dataloader_num_workers < 0:
+        raise ConfigError(f"'dataloader_num_workers' must be 0 or more, got {training.dataloader_num_workers}")
+    for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
+        if getattr(training, strategy) == "steps" and not getattr(training, steps):
+            raise ConfigError(f"'{strategy}: steps' needs '{steps}' set to a positive number of updates")
+    if training.save_total_limit is not None and training.save_total_limit < 1:
+        raise ConfigError(f"'save_total_limit' must be at least 1 or None, got {training.save_total_limit}")
+    if args.hub.push_to_hub and data.data_pipeline == "synthetic":
+        raise ConfigError(
+            "'push_to_hub' is true with 'data_pipeline: synthetic', which trains on one batch over and over: "
+            "the model would be worthless. Set push_to_hub false for a throughput measurement, or pick a real "
+            "data_pipeline"
+        )
+    known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
+    for tracker in training.report_targets():
+        if tracker not in known_trackers:
+            raise ConfigError(f"'report_to' got unknown tracker {tracker!r}; use one of {sorted(known_trackers)}")
+
+
+def parse_args(argv: list[str] | None = None) -> RecipeArguments:
+    """``--config recipe.yaml`` sets the defaults; every ``--field value`` on the command line wins."""
+    parser = _build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    for token in unknown:
+        if token.startswith("--"):
+            raise _unknown_key_error(token[2:].split("=")[0], "the command line")
+        raise ConfigError(f"unexpected argument {token!r} on the command line; flags take the form --name value")
+    given = vars(namespace)
+    values: dict[str, Any] = load_recipe(given.pop("config")) if "config" in given else {}
+    values.update(given)
+    return make_args(values)
+
+
+def make_args(values: dict[str, Any]) -> RecipeArguments:
+    """Build validated arguments from a mapping of flat field names (YAML or CLI strings) to values."""
+    for key in values:
+        if key not in FIELDS:
+            raise _unknown_key_error(key, "the arguments")
+    grouped: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+    for key, value in values.items():
+        grouped[GROUP_OF[key]][key] = coerce(key, value)
+    args = RecipeArguments(**{group: GROUPS[group](**fields) for group, fields in grouped.items()})
+    validate(args)
+    return args
+
+
+def dump_config(args: RecipeArguments, path: str | Path) -> None:
+    """Write every resolved field, grouped like a recipe, so ``--config path`` reruns the run."""
+    lines = []
+    for group in GROUPS:
+        lines.append(("\n" if lines else "") + _SECTION_TITLES[group])
+        for name, value in dataclasses.asdict(getattr(args, group)).items():
+            lines.append(yaml.safe_dump({name: value}, default_flow_style=False, width=1000).strip())
+    write_text_atomic(path, "\n".join(lines) + "\n")
