@@ -141,4 +141,8 @@ def _print_summary(accelerator: Accelerator, result: RunResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``recipes/train.py``: 0 when finished, 2 for a user error, 3 when only the push failed, 75 when stopped by
     a signal after saving a checkpoint."""
-    return run_entry_point(lambda: train(parse_args(argv)) and None)
+
+    def run() -> None:
+        train(parse_args(argv))
+
+    return run_entry_point(run)
