@@ -30,11 +30,28 @@ def create_accelerator(training: TrainingArguments) -> Accelerator:
     training.mixed_precision = accelerator.mixed_precision
     if training.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         _enable_cpu_fp16_scaler(accelerator)
+    cpu_bf16 = training.mixed_precision == "bf16" and accelerator.device.type == "cpu"
+    if cpu_bf16 and accelerator.is_main_process and not cpu_has_native_bf16():
+        logger.warning(
+            "mixed_precision bf16 on a CPU without native bf16 arithmetic (%s; no AVX512-BF16 or AMX): bf16 "
+            "autocast is emulated there and trains many times slower than fp32; pass --mixed_precision no to "
+            "train on this CPU",
+            torch.backends.cpu.get_cpu_capability(),
+        )
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = training.tf32
         torch.backends.cudnn.allow_tf32 = training.tf32
         torch.backends.cudnn.benchmark = True
     return accelerator
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so CPU bf16 autocast pays off."""
+    # torch exposes these checks only under torch.cpu's private names (what its own CPU autocast tests use); a torch
+    # without them is treated as having native bf16, so the warning below is never given wrongly.
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    present = [check for check in checks if callable(check)]
+    return not present or any(check() for check in present)
 
 
 def _enable_cpu_fp16_scaler(accelerator: Accelerator) -> None:

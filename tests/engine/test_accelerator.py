@@ -1,0 +1,55 @@
+"""The run's Accelerator: the precision it resolves is recorded, and a CPU precision that trains many times slower
+than fp32 is named at start, with what to pass instead."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from accelerate.state import AcceleratorState, GradientState
+
+import accel_recipes.engine.accelerator as accelerator_module
+from accel_recipes.config import make_args
+from accel_recipes.engine import create_accelerator
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test builds its own Accelerator with its own precision (Accelerate's own tests reset it the same way)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def training_args(tmp_path, precision: str):
+    return make_args({"mixed_precision": precision, "output_dir": str(tmp_path)}).training
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, caplog, monkeypatch, native):
+    monkeypatch.setattr(accelerator_module, "cpu_has_native_bf16", lambda: native)
+    caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
+    training = training_args(tmp_path, "bf16")
+    accelerator = create_accelerator(training)
+    assert accelerator.device.type == "cpu" and training.mixed_precision == "bf16"
+    warned = "bf16 on a CPU without native bf16" in caplog.text
+    assert warned == (not native)
+    if warned:
+        assert "--mixed_precision no" in caplog.text
+
+
+def test_fp32_gives_no_precision_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(accelerator_module, "cpu_has_native_bf16", lambda: False)
+    caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
+    training = training_args(tmp_path, "no")
+    create_accelerator(training)
+    assert training.mixed_precision == "no" and caplog.text == ""
+
+
+def test_fp16_on_a_cpu_gets_a_loss_scaler_and_a_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
+    accelerator = create_accelerator(training_args(tmp_path, "fp16"))
+    assert accelerator.scaler is not None and accelerator.native_amp
+    assert "mixed_precision fp16 on a CPU" in caplog.text
