@@ -49,3 +49,18 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory) -> dict[str, Path]:
+    """Local folders holding only a transformers config.json, as users point at for training from scratch (the
+    tests of ``accel_recipes.models``). Here, not in a tests/models/conftest.py: a second module named ``conftest``
+    would shadow this one for the tests that import ROOT or launch from it."""
+    from tiny_models import tiny_configs  # tests/models/, on sys.path once one of its test modules is collected
+
+    root = tmp_path_factory.mktemp("hf-configs")
+    folders = {}
+    for kind, config in tiny_configs().items():
+        config.save_pretrained(root / kind)
+        folders[kind] = root / kind
+    return folders
