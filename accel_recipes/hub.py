@@ -29,7 +29,7 @@ from pathlib import Path
 
 from accel_recipes.card import check_run_folder, tensorboard_files, write_model_card
 from accel_recipes.config import RecipeArguments
-from accel_recipes.errors import EXIT_OK, EXIT_PUSH_FAILED, EXIT_USER_ERROR, HubError, RunFolderError
+from accel_recipes.errors import HubError, RunFolderError, run_entry_point
 from accel_recipes.hub_access import hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
@@ -379,17 +379,16 @@ def push_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--commit_message", default=DEFAULT_COMMIT_MESSAGE)
     args = parser.parse_args(argv)
-    try:
+
+    def push() -> None:
         folder = check_run_folder(args.output_dir)
-        recorded = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        try:
+            recorded = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as error:
+            raise RunFolderError(f"'{folder / 'config.yaml'}' is not valid YAML ({error})") from None
         repo_id = default_repo_id(args.hub_model_id or recorded.get("hub_model_id"), folder)
         private = args.private or bool(recorded.get("hub_private_repo"))
         url = push_run(folder, repo_id, private=private, commit_message=args.commit_message)
-    except (RunFolderError, yaml.YAMLError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except HubError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_PUSH_FAILED
-    print(f"pushed {folder} to {url}")
-    return EXIT_OK
+        print(f"pushed {folder} to {url}")
+
+    return run_entry_point(push)
