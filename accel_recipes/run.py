@@ -16,14 +16,13 @@ from accel_recipes.card import write_model_card
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
-from accel_recipes.errors import EXIT_PREEMPTED, ConfigError, TrainingError, run_entry_point
+from accel_recipes.errors import ConfigError, TrainingError, run_entry_point
 from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
 
-PREEMPTED_EXIT_CODE = EXIT_PREEMPTED
 FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
 
