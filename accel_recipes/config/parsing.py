@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -65,9 +66,12 @@ def coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"'{name}' must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"'{name}' must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
@@ -130,6 +134,7 @@ def validate(args: RecipeArguments) -> None:
         raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {training.warmup_ratio}")
     if not 0 <= training.label_smoothing_factor < 1:
         raise ConfigError(f"'label_smoothing_factor' must be in [0, 1), got {training.label_smoothing_factor}")
+    _check_ranges(args)
     if training.dataloader_num_workers < 0:
         raise ConfigError(f"'dataloader_num_workers' must be 0 or more, got {training.dataloader_num_workers}")
     for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
@@ -147,6 +152,31 @@ def validate(args: RecipeArguments) -> None:
     for tracker in training.report_targets():
         if tracker not in known_trackers:
             raise ConfigError(f"'report_to' got unknown tracker {tracker!r}; use one of {sorted(known_trackers)}")
+
+
+# (field, lowest, highest, whether the highest is allowed): the ranges of the float fields not checked above
+_RANGES: tuple[tuple[str, float, float, bool], ...] = (
+    ("drop_path_rate", 0.0, 1.0, False),
+    ("resident_memory_budget_gb", 0.0, math.inf, True),
+    ("weight_decay", 0.0, math.inf, True),
+    ("momentum", 0.0, 1.0, False),
+    ("adam_beta1", 0.0, 1.0, False),
+    ("adam_beta2", 0.0, 1.0, False),
+    ("adam_epsilon", 0.0, math.inf, True),
+    ("max_grad_norm", 0.0, math.inf, True),
+)
+
+
+def _check_ranges(args: RecipeArguments) -> None:
+    for name, lowest, highest, highest_allowed in _RANGES:
+        value = args.get(name)
+        if value < lowest or value > highest or (value == highest and not highest_allowed):
+            bracket = "]" if highest_allowed else ")"
+            raise ConfigError(f"'{name}' must be in [{lowest:g}, {highest:g}{bracket}, got {value}")
+    if args.training.adam_epsilon <= 0:
+        raise ConfigError(f"'adam_epsilon' must be positive, got {args.training.adam_epsilon}")
+    if args.training.max_nonfinite_steps < 1:
+        raise ConfigError(f"'max_nonfinite_steps' must be at least 1, got {args.training.max_nonfinite_steps}")
 
 
 def parse_args(argv: list[str] | None = None) -> RecipeArguments:
