@@ -21,6 +21,11 @@ from accel_recipes.plan import TrainingPlan
 from accel_recipes.signals import StopRequest
 
 
+ADVICE = (
+    "Try --mixed_precision bf16 (fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
+)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """GPU allocator peak on CUDA; the process's peak resident set size elsewhere."""
     if device.type == "cuda":
@@ -54,8 +59,9 @@ class UpdateEvents:
 
 
 class UpdateMonitor:
-    """Reads the device only at a timing boundary or every ``max_nonfinite_steps`` updates, so the step runs
-    without a host-device sync in between."""
+    """Reads the device only at a timing boundary or when the non-finite streak could first reach
+    ``max_nonfinite_steps``, so the step runs without a host-device sync in between and the run stops at exactly
+    the configured streak."""
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class UpdateMonitor:
         self.clock = DeviceClock(accelerator.device)
         self.stop = StopRequest()
         self.nonfinite_streak = torch.zeros((), dtype=torch.long, device=accelerator.device)
+        self._next_streak_check = 0  # the first update at which the streak could reach max_nonfinite_steps
         self._segment_started = 0.0
 
     def start_timing(self) -> None:
@@ -96,7 +103,7 @@ class UpdateMonitor:
             end=state.update >= self.plan.total_updates,
         )
         at_warmup_end = state.update == training.throughput_warmup_steps
-        if state.update % training.max_nonfinite_steps == 0:
+        if state.update >= self._next_streak_check:
             self.check_finite()
         events.stop = self.stop.agreed(self.accelerator, state.update)
         if events.log or events.evaluate or events.save or events.end or events.stop or at_warmup_end:
@@ -113,11 +120,29 @@ class UpdateMonitor:
     def check_finite(self) -> None:
         """Stop the run once the loss has not been finite for ``max_nonfinite_steps`` consecutive updates."""
         streak = int(self.nonfinite_streak.item())
-        if streak >= self.training.max_nonfinite_steps:
-            latest = list_checkpoints(self.checkpoint_dir)
-            kept = f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
+        limit = self.training.max_nonfinite_steps
+        # a streak of s now reaches the limit no sooner than limit - s updates later: the next read is then
+        self._next_streak_check = self.state.update + max(1, limit - streak)
+        if streak >= limit:
             raise TrainingError(
                 f"the training loss was not finite for {streak} consecutive updates (from update "
-                f"{self.state.update - streak + 1} to {self.state.update}); {kept}. Try --mixed_precision bf16 "
-                f"(fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
+                f"{self.state.update - streak + 1} to {self.state.update}); {self._last_good()}. {ADVICE}"
             )
+
+    def weights_are_finite(self, model: torch.nn.Module) -> bool:
+        """Whether every floating-point parameter and buffer is finite on every process (collective; one sync)."""
+        tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() and t.numel()]
+        bad = torch.stack([~torch.isfinite(t).all() for t in tensors]).sum() if tensors else torch.zeros(())
+        return int(self.accelerator.reduce(bad.to(self.accelerator.device), "sum").item()) == 0
+
+    def check_weights_finite(self, model: torch.nn.Module) -> None:
+        """Refuse to let non-finite weights leave the run (the model folder), naming the last good checkpoint."""
+        if not self.weights_are_finite(model):
+            raise TrainingError(
+                f"the model's weights are not finite after update {self.state.update}, so no model folder was "
+                f"written; {self._last_good()}. {ADVICE}"
+            )
+
+    def _last_good(self) -> str:
+        latest = list_checkpoints(self.checkpoint_dir)
+        return f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"

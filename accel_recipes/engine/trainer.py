@@ -166,21 +166,24 @@ class Trainer:
         lower_is_better = training.metric_for_best_model == "loss"
         best = state.best_metric
         improved = best is None or (value < best if lower_is_better else value > best)
-        if improved and training.load_best_model_at_end and math.isfinite(value):
+        if improved and training.load_best_model_at_end and math.isfinite(value) and self._weights_finite():
             state.best_metric, state.best_update = value, state.update
             save_weights(self.accelerator, self.step.model, self.best_model_path)
         return metrics
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> Path | None:
-        """A checkpoint of this update, unless the loss is currently not finite (the last good one is kept)."""
-        if not self.monitor.loss_is_finite():
-            self.accelerator.print(f"update {self.state.update}: loss not finite, checkpoint not saved")
+        """A checkpoint of this update, unless the loss or the weights are not finite (the last good one is kept)."""
+        if not (self.monitor.loss_is_finite() and self._weights_finite()):
+            self.accelerator.print(f"update {self.state.update}: loss or weights not finite, checkpoint not saved")
             return None
         path = save_checkpoint(self.accelerator, self.checkpoint_dir, self.state, self.training.save_total_limit)
         if self.on_checkpoint is not None and self.accelerator.is_main_process:
             self.on_checkpoint(path)
         return path
+
+    def _weights_finite(self) -> bool:
+        return self.monitor.weights_are_finite(self.step.model)
 
     def resume(self, checkpoint: Path) -> None:
         """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
@@ -243,6 +246,7 @@ class Trainer:
                 f"loaded the best model (update {state.best_update}, eval_{training.metric_for_best_model} "
                 f"{state.best_metric:.4f}) for the final evaluation"
             )
+        self.monitor.check_weights_finite(self.step.model)  # the weights run.py exports as the model folder
         final = self.evaluate(self.loaders.validation, "eval")
         if self.loaders.test is not None:
             final.update(self.evaluate(self.loaders.test, "test"))

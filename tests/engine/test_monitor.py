@@ -57,3 +57,23 @@ def test_a_non_finite_streak_stops_the_run_and_a_finite_loss_resets_it(tmp_path)
     assert not monitor.loss_is_finite()
     with pytest.raises(TrainingError, match="not finite for 3 consecutive updates.*no checkpoint was saved yet"):
         run_updates(monitor, [float("nan"), float("nan")])
+
+
+@pytest.mark.parametrize("finite_updates", [0, 1, 3, 4, 7])
+def test_the_run_stops_at_exactly_the_configured_streak(tmp_path, finite_updates):
+    monitor = monitor_for(tmp_path, max_nonfinite_steps=5, logging_steps=1000, throughput_warmup_steps=1000)
+    run_updates(monitor, [1.0] * finite_updates)
+    with pytest.raises(TrainingError, match=f"not finite for 5 consecutive updates .*to {finite_updates + 5}\\)"):
+        run_updates(monitor, [float("nan")] * 9)
+    assert monitor.state.update == finite_updates + 5
+
+
+def test_non_finite_weights_never_leave_the_run(tmp_path):
+    monitor = monitor_for(tmp_path)
+    model = torch.nn.Linear(2, 2)
+    monitor.check_weights_finite(model)
+    with torch.no_grad():
+        model.bias[1] = float("nan")
+    assert not monitor.weights_are_finite(model)
+    with pytest.raises(TrainingError, match="weights are not finite.*no model folder was written.*no checkpoint"):
+        monitor.check_weights_finite(model)
