@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from accel_recipes.data import make_transform
+from accel_recipes.data import DataError, make_transform
 from accel_recipes.data.sources import IMAGE_EXTENSIONS
+from accel_recipes.data.transforms import decode_image, to_rgb
 from accel_recipes.errors import EXIT_FAILED, PredictError, run_entry_point
 from accel_recipes.hub_access import hub_offline, hub_reachable
 from accel_recipes.models import ModelError, logits_of
@@ -135,10 +136,8 @@ def image_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[st
 
 
 def read_image(path: Path) -> Image.Image:
-    """The decoded image; OSError/ValueError (from PIL) when the file is not a readable image."""
-    with Image.open(path) as image:
-        image.load()
-        return image.copy() if image.mode == "RGB" else image.convert("RGB")
+    """The image as training decodes it (16-bit scaled to 8, PIL's pixel limit); a DataError when unreadable."""
+    return to_rgb(decode_image({"path": str(path), "bytes": None}))
 
 
 def _batches(files: list[Path], size: int, failed: list[tuple[str, str]]) -> Iterator[tuple[list[Path], list]]:
@@ -148,8 +147,8 @@ def _batches(files: list[Path], size: int, failed: list[tuple[str, str]]) -> Ite
         try:
             images.append(read_image(path))
             paths.append(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            failed.append((str(path), f"not a readable image ({type(error).__name__}: {error})"))
+        except DataError as error:
+            failed.append((str(path), f"not a readable image ({error})"))
         if len(images) == size:
             yield paths, images
             paths, images = [], []

@@ -6,6 +6,7 @@ folder -> card -> push (optional)
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -13,6 +14,7 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
+from accel_recipes.checkpoints import resolve_checkpoint
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
@@ -28,14 +30,34 @@ FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
 def check_output_dir(training: TrainingArguments) -> None:
     """Refuse to mix a new run into a finished or running one: nothing already there is ever overwritten
-    unless the user says so (or resumes it)."""
+    unless the user says so (or resumes it). Also refuse, before any work, an output_dir that is a file, lies
+    under a file, or cannot be written."""
     output_dir = Path(training.output_dir)
+    _check_writable_folder(output_dir)
     existing = [name for name in FINISHED_MARKERS if (output_dir / name).exists()]
     if existing and not training.overwrite_output_dir and training.resume_from_checkpoint is None:
         raise ConfigError(
             f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}); pass a new --output_dir, "
             "--resume_from_checkpoint latest to carry on, or --overwrite_output_dir true to replace it"
         )
+
+
+def _check_writable_folder(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir '{output_dir}' is a file, not a folder; pass a folder for --output_dir")
+    existing = next(parent for parent in [output_dir, *output_dir.absolute().parents] if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"output_dir '{output_dir}' lies under '{existing}', which is a file; pass a folder for --output_dir"
+        )
+    try:  # a real write: permission bits alone do not tell (root, read-only mounts, ACLs)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"output_dir '{output_dir}' cannot be written ({existing}: {error.strerror or error}); pass a folder "
+            "you can write to for --output_dir"
+        ) from None
 
 
 def prepare_output_dir(training: TrainingArguments) -> Path:
@@ -51,19 +73,16 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     training = args.training
     accelerator = accelerator or create_accelerator(training)
     check_output_dir(training)
-    if accelerator.is_main_process:
-        dump_config(args, prepare_output_dir(training) / "config.yaml")
-    accelerator.wait_for_everyone()
+    resolve_checkpoint(training)  # a named checkpoint that is not one: an error before anything is written
     output_dir = Path(training.output_dir)
 
     # ---- data -------------------------------------------------------------------------------------------------
     set_seed(training.seed)
     with accelerator.main_process_first():
         data = build_data(args.data, training.seed, args.model.cache_dir)
-    if training.report_targets():
-        accelerator.init_trackers(training.run_name or output_dir.name, config=_tracker_config(args))
 
     # ---- model, loaders, training (with auto_find_batch_size, again at half the micro-batch on out-of-memory) --
+    started = False
     with checkpoint_pusher(args, accelerator.is_main_process) as on_checkpoint:
         while True:
             set_seed(training.seed)
@@ -71,6 +90,9 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
             try:
                 model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
                 loaders = build_loaders(data, args.data, training, model_input, accelerator, args.model.cache_dir)
+                if not started:
+                    _start_writing(args, accelerator)
+                    started = True
                 result = fit(training, spec, data, loaders, accelerator, on_checkpoint)
                 break
             except Exception as error:
@@ -92,6 +114,18 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
         repo_id = default_repo_id(args.hub.hub_model_id, output_dir)
         accelerator.print(f"pushed to {push_run(output_dir, repo_id, private=args.hub.hub_private_repo)}")
     return result
+
+
+def _start_writing(args: RecipeArguments, accelerator: Accelerator) -> None:
+    """The first change to output_dir, once data, model and loaders are built: a run that fails before this
+    leaves an existing run there exactly as it was."""
+    training = args.training
+    if accelerator.is_main_process:
+        dump_config(args, prepare_output_dir(training) / "config.yaml")
+    accelerator.wait_for_everyone()
+    if training.report_targets():
+        name = training.run_name or Path(training.output_dir).name
+        accelerator.init_trackers(name, config=_tracker_config(args))
 
 
 def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error: Exception) -> None:

@@ -58,9 +58,10 @@ def image_statistics(
             except DataError:
                 continue  # reported (or skipped) with its sample index when the loader meets it
             heights[image.height] += 1
+            image = to_rgb(image)  # before the thumbnail: 16-bit images scaled, as training decodes them
             if max(image.size) > STATISTICS_MAX_SIDE:
                 image.thumbnail((STATISTICS_MAX_SIDE, STATISTICS_MAX_SIDE))
-            array = np.asarray(to_rgb(image), dtype=np.float64).reshape(-1, 3) / 255
+            array = np.asarray(image, dtype=np.float64).reshape(-1, 3) / 255
             total += array.sum(0)
             total_sq += (array**2).sum(0)
             pixels += len(array)

@@ -8,6 +8,7 @@ loader passes per sample, seeded from (seed, epoch, index), so augmentation is r
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,20 +41,58 @@ def resolve_augmentation(data: DataArguments, pretrained: bool, input_size: int,
     return choice
 
 
+# full scale of the high-bit-depth modes PIL opens (16-bit PNG / TIFF: I;16*; 32-bit integer: I; float: F)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+FULL_SCALE_16 = 2**16 - 1
+FULL_SCALE_32 = 2**32 - 1
+
+
 def decode_image(encoded: dict) -> Image.Image:
-    """A ``datasets`` Image cell (``{"bytes", "path"}``) as a fully loaded PIL image, or a DataError naming it."""
+    """A ``datasets`` Image cell (``{"bytes", "path"}``) as a fully loaded PIL image, or a DataError naming it.
+
+    This is the one decoder of training (both data paths) and ``predict``. An image of more pixels than PIL's
+    ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default, PIL's guard against decompression bombs) counts as
+    undecodable: named in the error, or skipped and counted with ``--skip_corrupt_images true``."""
     source = encoded.get("path") or "in-memory image"
     try:
-        image = Image.open(io.BytesIO(encoded["bytes"])) if encoded.get("bytes") else Image.open(encoded["path"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below, not warned
+            image = Image.open(io.BytesIO(encoded["bytes"])) if encoded.get("bytes") else Image.open(encoded["path"])
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            raise ValueError(
+                f"{image.width} x {image.height} = {image.width * image.height:,} pixels, over PIL's limit of "
+                f"{limit:,} (Image.MAX_IMAGE_PIXELS); resize it"
+            )
         image.load()
-    except (OSError, ValueError, TypeError, SyntaxError) as error:
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
         raise DataError(f"cannot decode image {source}: {error}") from None
     return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, RGBA, palette, CMYK... images as RGB (alpha is dropped, not composited)."""
+    """Grayscale, RGBA, palette, CMYK... images as 8-bit RGB (alpha is dropped, not composited). 16-bit and 32-bit
+    images are scaled to 8 bits by their mode's full scale (65535 for I;16, for I too when every value fits in
+    16 bits as from a 16-bit PNG or TIFF, else 2**32 - 1; 1.0 for float images, clipped to [0, 1]), where
+    PIL's own conversion would clip every value above 255."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        image = _scale_to_8_bits(image)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _scale_to_8_bits(image: Image.Image) -> Image.Image:
+    array = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255
+    else:
+        values = array.astype(np.int64)
+        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > FULL_SCALE_16):
+            full_scale = FULL_SCALE_32
+            values = values - np.iinfo(np.int32).min if values.min() < 0 else values
+        else:
+            full_scale = FULL_SCALE_16
+        scaled = values * 255.0 / full_scale
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 def _flip(image: Image.Image, generator: torch.Generator | None) -> Image.Image:

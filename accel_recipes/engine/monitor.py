@@ -20,10 +20,7 @@ from accel_recipes.errors import TrainingError
 from accel_recipes.plan import TrainingPlan
 from accel_recipes.signals import StopRequest
 
-
-ADVICE = (
-    "Try --mixed_precision bf16 (fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
-)
+ADVICE = "Try --mixed_precision bf16 (fp16 overflows more easily), a lower --learning_rate, or --max_grad_norm 1.0"
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -89,6 +89,22 @@ def folder_library(folder: Path, config: dict[str, Any] | None = None) -> str:
     )
 
 
+def check_weight_files(folder: Path) -> None:
+    """Every ``*.safetensors`` file of ``folder`` opens and holds the bytes its header promises (truncated,
+    garbage or unreadable files fail here); a ModelError naming the damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as error:
+            raise ExportError(
+                f"the weights file '{file}' is damaged or unreadable ({error}); export or download the model "
+                "folder again"
+            ) from None
+
+
 def read_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the folder's ``*.safetensors`` files (one file, or a sharded set)."""
     from safetensors.torch import load_file
@@ -96,6 +112,7 @@ def read_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ModelError(f"model folder '{folder}' holds no *.safetensors weights; export it again")
+    check_weight_files(folder)
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file), device="cpu"))
@@ -243,6 +260,7 @@ def load_model_folder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not folder.is_dir():
         raise ExportError(f"model folder '{folder}' does not exist; pass the folder save_model_folder wrote")
     config = read_folder_config(folder)
+    check_weight_files(folder)
     load = _load_timm if folder_library(folder, config) == "timm" else _load_transformers
     try:
         model, info = load(folder, config)

@@ -17,6 +17,7 @@ from accel_recipes.config import ModelArguments
 from accel_recipes.errors import ModelError
 from accel_recipes.hub_access import hub_unreachable_reason
 from accel_recipes.models.folder import (
+    check_weight_files,
     folder_library,
     load_backbone_weights,
     read_folder_config,
@@ -145,6 +146,8 @@ def build_timm(
         raise ModelError(f"patch_size is for ViTs, but '{name}' is a {source.architecture}; remove patch_size")
 
     load_in_timm = model_args.pretrained and not source.recorded_stem
+    if model_args.pretrained and source.folder is not None:
+        check_weight_files(source.folder)  # a damaged file named, not timm's traceback
     try:
         model = timm.create_model(
             source.create_name,

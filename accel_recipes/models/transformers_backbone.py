@@ -18,6 +18,7 @@ from torch import nn
 from accel_recipes.config import ModelArguments
 from accel_recipes.errors import ModelError
 from accel_recipes.models.folder import (
+    check_weight_files,
     folder_library,
     load_backbone_weights,
     read_folder_config,
@@ -113,6 +114,8 @@ def _pretrained_transformers(
             f"'{name}'; remove patch_size, or set pretrained false"
         )
     folder = local_folder(name)
+    if folder is not None:
+        check_weight_files(folder)  # a damaged file named, not transformers' traceback
     if folder is not None and recorded_small_stem(read_folder_config(folder)):
         # transformers cannot express the small-image stem: build it, then load the folder's weights
         refuse_stem_off(model_args)
