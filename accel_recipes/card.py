@@ -119,6 +119,14 @@ def _dataset_short_name(name: str) -> str:
     return Path(name.rstrip("/")).name or name
 
 
+def _shareable_dataset_id(config: dict[str, Any], short_name: str) -> str:
+    """A Hub dataset by its id; a local one by its folder name only (a card is published, a local path is not)."""
+    name = str(config.get("dataset_name") or "")
+    if not name:
+        return NA
+    return name if _is_hub_id(name) else short_name
+
+
 # ---- formatting ------------------------------------------------------------------------------------------------
 
 
@@ -300,7 +308,11 @@ def _speed_rows(results: dict[str, Any], config: dict[str, Any]) -> list[tuple[s
     if "steady_samples_per_second" in results:
         warmup = config.get("throughput_warmup_steps")
         label = f"Steady-state throughput (after {warmup} warm-up updates)" if warmup else "Steady-state throughput"
-        rows.append((label, _images_per_second(results["steady_samples_per_second"])))
+        updates = results.get("train_updates")
+        if warmup and isinstance(updates, int) and updates <= warmup:
+            rows.append((label, f"not measured: the run had {updates} update(s), within the warm-up"))
+        else:
+            rows.append((label, _images_per_second(results["steady_samples_per_second"])))
     if isinstance(results.get("data_wait_fraction"), (int, float)):
         rows.append(("Time waiting for data", _percent(results["data_wait_fraction"])))
     if isinstance(results.get("peak_memory_mb"), (int, float)) and results["peak_memory_mb"] > 0:
@@ -333,8 +345,7 @@ def _limitations(config: dict[str, Any], facts: dict[str, Any], run: dict[str, A
         )
     if not _is_hub_id(str(config.get("dataset_name") or "")):
         notes.append(
-            f"The dataset was a local copy (`{config.get('dataset_name')}`): set `--dataset_name` to your own copy "
-            "to reproduce."
+            f"The dataset was a local copy (`{run['dataset']}`): set `--dataset_name` to your own copy to reproduce."
         )
     notes.append("No evaluation of robustness, calibration or fairness was done.")
     return notes
@@ -379,7 +390,7 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, licens
         library=facts["library"],
         loader=loader,
         dataset=run["dataset"],
-        dataset_id=config.get("dataset_name") or NA,
+        dataset_id=_shareable_dataset_id(config, run["dataset"]),
         origin="fine-tuned from pretrained weights" if config.get("pretrained") else "trained from scratch",
         labels=facts["label_names"],
         results=_results_rows(results),

@@ -30,7 +30,7 @@ from pathlib import Path
 from accel_recipes.card import check_run_folder, tensorboard_files, write_model_card
 from accel_recipes.config import RecipeArguments
 from accel_recipes.errors import HubError, RunFolderError, run_entry_point
-from accel_recipes.hub_access import hub_offline, hub_reachable
+from accel_recipes.hub_access import hub_offline, hub_reachable, offline_reason
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def push_problem(token: str | None = None) -> str | None:
     if not (token or get_token()):
         return "no Hugging Face token was found; log in with `hf auth login`, or set HF_TOKEN to a write token"
     if hub_offline():
-        return "HF_HUB_OFFLINE is set; unset it to push"
+        return f"{offline_reason()}; unset it to push"
     if not hub_reachable():
         return f"no network connection to the Hugging Face Hub ({constants.ENDPOINT} does not answer)"
     return None

@@ -12,14 +12,29 @@ HUB_PROBE_SECONDS = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def hub_offline() -> bool:
     """Offline mode, read now (huggingface_hub and datasets read the variables only when they are imported)."""
+    return offline_variable() is not None
+
+
+def offline_variable() -> str | None:
+    """The environment variable that turns offline mode on, for messages to name the one actually set."""
     import datasets
     from huggingface_hub import constants
 
-    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    from_env = any(os.environ.get(flag, "").strip().lower() in _TRUE for flag in flags)
-    return bool(from_env or constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+    for flag in OFFLINE_VARIABLES:
+        if os.environ.get(flag, "").strip().lower() in _TRUE:
+            return flag
+    if constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE:  # read at import, since unset again
+        return "HF_HUB_OFFLINE"
+    return None
+
+
+def offline_reason() -> str:
+    return f"{offline_variable() or 'HF_HUB_OFFLINE'} is set"
 
 
 def hub_unreachable_reason(url: str | None = None, timeout: float = HUB_PROBE_SECONDS) -> str | None:
@@ -27,7 +42,7 @@ def hub_unreachable_reason(url: str | None = None, timeout: float = HUB_PROBE_SE
     from huggingface_hub import constants
 
     if hub_offline():
-        return "HF_HUB_OFFLINE is set"
+        return offline_reason()
     if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None  # behind a proxy a direct connection says nothing; the request itself will tell
     parsed = urlparse(url or constants.ENDPOINT)

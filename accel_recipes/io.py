@@ -82,6 +82,22 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     temporary.mkdir(parents=True)
     try:
         yield temporary
+        apply_umask(temporary)
         replace_dir(temporary, final)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def apply_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the permissions the umask gives new files and folders: some writers
+    (safetensors, temporary files) make theirs readable by the owner alone, yet a result folder is meant to be
+    shared like any other file the user writes."""
+    mask = _current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)

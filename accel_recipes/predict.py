@@ -23,7 +23,7 @@ from accel_recipes.data import DataError, make_transform
 from accel_recipes.data.sources import IMAGE_EXTENSIONS
 from accel_recipes.data.transforms import decode_image, to_rgb
 from accel_recipes.errors import EXIT_FAILED, PredictError, run_entry_point
-from accel_recipes.hub_access import hub_offline, hub_reachable
+from accel_recipes.hub_access import hub_offline, hub_reachable, offline_reason
 from accel_recipes.models import ModelError, logits_of
 from accel_recipes.models.folder import load_model_folder
 from accel_recipes.models.preprocess import Normalizer
@@ -58,7 +58,7 @@ def _download(repo_id: str, cache_dir: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    reason = "HF_HUB_OFFLINE is set" if hub_offline() else None if hub_reachable() else "no network connection"
+    reason = offline_reason() if hub_offline() else None if hub_reachable() else "no network connection"
     try:
         folder = snapshot_download(
             repo_id, allow_patterns=DOWNLOADED_FILES, cache_dir=cache_dir, local_files_only=reason is not None

@@ -85,9 +85,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe file '{path}' does not exist; pass --config with a path to a YAML recipe")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"recipe file '{path}' is not valid YAML: {error}") from None
+    if data is None:
+        raise ConfigError(f"recipe file '{path}' is empty; put field: value lines in it, or leave out --config")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe file '{path}' must hold a mapping of field: value, got {type(data).__name__}")
     for key in data:

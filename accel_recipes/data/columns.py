@@ -39,11 +39,31 @@ def find_label_column(features: datasets.Features, dataset: str, override: str |
     found = named + typed + last
     if found:
         return found[0]
+    _refuse_image_only(features, dataset)
     raise DataError(f"dataset '{dataset}' has no label column; columns are {list(features)}; pass --label_column_name")
+
+
+def _refuse_image_only(features: datasets.Features, dataset: str) -> None:
+    """A dataset of images alone: the image folder builder leaves out the label of a folder with one class."""
+    if all(isinstance(feature, datasets.Image) for feature in features.values()):
+        raise DataError(
+            f"dataset '{dataset}' has images but no labels: a classifier needs at least two classes (an image "
+            "folder with a single class folder has no label column); add a folder per class"
+        )
+
+
+def require_two_classes(names: list[str], dataset: str) -> None:
+    if len(names) < 2:
+        raise DataError(
+            f"dataset '{dataset}' has {len(names)} class(es) {names}: a classifier needs at least two classes; "
+            "add images of another class"
+        )
 
 
 def _require(features: datasets.Features, name: str, dataset: str, role: str) -> str:
     if name not in features:
+        if role == "label":
+            _refuse_image_only(features, dataset)
         raise DataError(
             f"dataset '{dataset}' has no column '{name}' (given as the {role} column); columns are "
             f"{list(features)}; pass --{role}_column_name with one of them"
@@ -122,6 +142,7 @@ def standardize_columns(
     names = label_names(
         {key: split.select_columns([label_column]) for key, split in splits.items()}, label_column, dataset
     )
+    require_two_classes(names, dataset)
     result = {}
     for role, split in splits.items():
         split = split.select_columns([image_column, label_column])

@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..hub_access import hub_offline, hub_reachable
+from ..hub_access import hub_offline, hub_reachable, offline_reason
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> data
     try:
         loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
     except ConnectionError as error:
-        reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else str(error)
+        reason = f"{offline_reason()} and it is not in the local cache" if offline else str(error)
         raise _unreachable_error(name, reason, offline) from error
     except DatasetNotFoundError as error:
         raise DataError(

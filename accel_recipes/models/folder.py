@@ -38,6 +38,11 @@ from accel_recipes.models.spec import ModelSpec
 from accel_recipes.models.surgery import apply_small_image_stem
 
 RECIPE_KEY = "accel_recipes"  # our block in an exported config.json
+# what timm's pretrained_cfg says about the default weights' origin, left out of a model trained from scratch
+PRETRAINED_ORIGIN_KEYS = (
+    "tag", "hf_hub_id", "hf_hub_filename", "url", "file", "state_dict", "source", "paper_ids", "paper_name",
+    "origin_url", "notes", "license",
+)  # fmt: skip
 RECORDED_FACTS = ("library", "architecture", "small_image_stem", "label_names", "preprocessing")
 
 
@@ -222,6 +227,9 @@ def _write_timm(spec: ModelSpec, model: nn.Module, folder: Path, label_names: li
     pretrained_cfg = {**config.get("pretrained_cfg", {}), **data_config, "num_classes": len(label_names)}
     for stale in ("test_input_size", "test_crop_pct"):
         pretrained_cfg.pop(stale, None)
+    if not spec.pretrained:  # trained from scratch: claim none of the default weights' origin
+        for origin in PRETRAINED_ORIGIN_KEYS:
+            pretrained_cfg.pop(origin, None)
     updates = {"pretrained_cfg": pretrained_cfg, RECIPE_KEY: _recipe_block(spec, label_names)}
     _update_json(folder / "config.json", updates)
 
