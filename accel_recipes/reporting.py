@@ -31,9 +31,17 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop the records a resumed run will write again (those after the checkpoint it resumes from)."""
-    kept = [record for record in read_metrics(path) if record.get("step", 0) <= after_step and not record.get("final")]
+def truncate_metrics(path: Path, after_step: int, evaluated_again: bool = False) -> None:
+    """Drop the records a resumed run will write again (those after the checkpoint it resumes from, and with
+    ``evaluated_again`` the evaluation at ``after_step`` itself: an epoch-end evaluation written after a checkpoint
+    saved at the epoch's last update is written again when the run resumes from that checkpoint)."""
+
+    def rewritten(record: dict[str, Any]) -> bool:
+        step = record.get("step", 0)
+        evaluation = any(key.startswith("eval_") for key in record)
+        return step > after_step or bool(record.get("final")) or (evaluated_again and step == after_step and evaluation)
+
+    kept = [record for record in read_metrics(path) if not rewritten(record)]
     write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 

@@ -56,6 +56,14 @@ def test_unknown_cli_flag_names_the_closest_valid_key():
         ("--mixed_precision", "fp8", r"must be one of \['no', 'fp16', 'bf16'\]"),
         ("--gradient_accumulation_steps", "0", "must be at least 1"),
         ("--report_to", "mlflow", "unknown tracker"),
+        ("--learning_rate", "nan", "'learning_rate' must be a finite number, got 'nan'"),
+        ("--num_train_epochs", "nan", "'num_train_epochs' must be a finite number"),
+        ("--warmup_ratio", "inf", "'warmup_ratio' must be a finite number"),
+        ("--drop_path_rate", "1.0", r"'drop_path_rate' must be in \[0, 1\)"),
+        ("--adam_beta2", "-0.1", r"'adam_beta2' must be in \[0, 1\)"),
+        ("--weight_decay", "-1", r"'weight_decay' must be in \[0, inf\]"),
+        ("--adam_epsilon", "0", "'adam_epsilon' must be positive"),
+        ("--max_nonfinite_steps", "0", "'max_nonfinite_steps' must be at least 1"),
     ],
 )
 def test_bad_values_name_the_key_and_value(flag, value, message):
@@ -85,6 +93,12 @@ def test_synthetic_data_is_never_pushed():
     with pytest.raises(ConfigError, match="'push_to_hub' is true with 'data_pipeline: synthetic'"):
         parse_args(["--data_pipeline", "synthetic", "--push_to_hub", "true"])
     assert parse_args(["--data_pipeline", "synthetic"]).hub.push_to_hub is False
+
+
+def test_an_empty_recipe_file_is_an_error_naming_it(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match="recipe file '.*empty.yaml' is empty"):
+        parse_args(["--config", str(tmp_path / "empty.yaml")])
 
 
 def test_missing_recipe_file_is_a_clear_error(tmp_path):

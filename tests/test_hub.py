@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from test_card import make_run_folder
 
-from accel_recipes import hub
+from accel_recipes import hub, hub_access
 from accel_recipes.hub import BackgroundPusher, HubError, push_main, push_run, upload_plan
 
 TOKEN = "hf_SentinelTokenThatMustNeverBeWritten0123"
@@ -174,6 +174,19 @@ def test_offline_mode_is_reported(online, run, monkeypatch):
     monkeypatch.setattr(hub, "hub_offline", lambda: True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
         push_run(run, "me/x")
+
+
+@pytest.mark.parametrize("variable", ["HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_the_offline_message_names_the_variable_that_is_set(online, run, monkeypatch, variable):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hub_offline", hub_access.hub_offline)  # the real check, not the fixture's "online"
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(HubError, match=f"{variable} is set; unset it to push") as raised:
+        push_run(run, "me/x")
+    assert "HF_HUB_OFFLINE" not in str(raised.value)
 
 
 def http_error(status: int, text: str) -> HfHubHTTPError:

@@ -57,3 +57,22 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_p
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "config.yaml").stat().st_mode) == 0o644
+
+
+def test_a_finished_folder_gets_the_umasks_permissions_whatever_its_writers_made(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "model") as staging:
+            (staging / "weights").write_bytes(b"w")
+            (staging / "weights").chmod(0o600)  # as safetensors or mkstemp leave a file
+            (staging / "nested").mkdir(mode=0o700)
+            staging.chmod(0o700)  # as tempfile.mkdtemp leaves a folder
+    finally:
+        os.umask(previous)
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode) for path in [tmp_path / "model", *(tmp_path / "model").iterdir()]
+    }
+    assert modes == {"model": 0o755, "nested": 0o755, "weights": 0o644}

@@ -44,7 +44,7 @@ def resolve_augmentation(data: DataArguments, pretrained: bool, input_size: int,
 # full scale of the high-bit-depth modes PIL opens (16-bit PNG / TIFF: I;16*; 32-bit integer: I; float: F)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 FULL_SCALE_16 = 2**16 - 1
-FULL_SCALE_32 = 2**32 - 1
+FULL_SCALE_32 = 2**31 - 1  # mode I is signed
 
 
 def decode_image(encoded: dict) -> Image.Image:
@@ -65,7 +65,12 @@ def decode_image(encoded: dict) -> Image.Image:
                 f"{limit:,} (Image.MAX_IMAGE_PIXELS); resize it"
             )
         image.load()
-    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # PIL's own refusal, at twice the limit
+        raise DataError(
+            f"cannot decode image {source}: over PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+            f"(Image.MAX_IMAGE_PIXELS; {error}); resize it"
+        ) from None
+    except (OSError, ValueError, TypeError, SyntaxError) as error:
         raise DataError(f"cannot decode image {source}: {error}") from None
     return image
 
@@ -73,8 +78,8 @@ def decode_image(encoded: dict) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Grayscale, RGBA, palette, CMYK... images as 8-bit RGB (alpha is dropped, not composited). 16-bit and 32-bit
     images are scaled to 8 bits by their mode's full scale (65535 for I;16, for I too when every value fits in
-    16 bits as from a 16-bit PNG or TIFF, else 2**32 - 1; 1.0 for float images, clipped to [0, 1]), where
-    PIL's own conversion would clip every value above 255."""
+    16 bits as from a 16-bit PNG or TIFF, else 2**31 - 1 with negative values black; 1.0 for float images,
+    clipped to [0, 1]), where PIL's own conversion would clip every value above 255."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
         image = _scale_to_8_bits(image)
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -85,13 +90,9 @@ def _scale_to_8_bits(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         scaled = np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * 255
     else:
-        values = array.astype(np.int64)
-        if image.mode == "I" and values.size and (values.min() < 0 or values.max() > FULL_SCALE_16):
-            full_scale = FULL_SCALE_32
-            values = values - np.iinfo(np.int32).min if values.min() < 0 else values
-        else:
-            full_scale = FULL_SCALE_16
-        scaled = values * 255.0 / full_scale
+        values = np.clip(array.astype(np.int64), 0, None)  # negative values of a signed 32-bit image are black
+        wide = image.mode == "I" and values.size and values.max() > FULL_SCALE_16
+        scaled = values * 255.0 / (FULL_SCALE_32 if wide else FULL_SCALE_16)
     return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 

@@ -189,8 +189,11 @@ class Trainer:
         """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
         saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
         self.state = self.monitor.state = saved
+        # a checkpoint of an epoch's last update comes before that epoch's evaluation, which the resumed run repeats
+        at_epoch_end = saved.micro_in_epoch >= self.plan.micro_batches_per_epoch
+        evaluated_again = at_epoch_end and self.training.eval_strategy == "epoch"
         if self.accelerator.is_main_process:
-            truncate_metrics(self.metrics_log.path, after_step=saved.update)
+            truncate_metrics(self.metrics_log.path, after_step=saved.update, evaluated_again=evaluated_again)
         self.accelerator.print(
             f"resumed from {checkpoint}: update {saved.update}, epoch {saved.epoch} + {saved.micro_in_epoch} "
             "micro-batches"

@@ -185,3 +185,65 @@ def test_resized_crop_box_draws_exactly_torchvisions_boxes_from_a_generator():
     generator = torch.Generator().manual_seed(3)
     ours = [resized_crop_box(32, 40, generator) for _ in range(50)]
     assert [tuple(box) for box in theirs] == ours
+
+
+# ---- high bit depths and the pixel limit -------------------------------------------------------------------------
+
+GRADIENT = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit value once: mean 127.5 (clipped: 254.0)
+
+
+def wide_image_bytes(kind: str) -> bytes:
+    """GRADIENT as a 16-bit PNG (I;16), a 32-bit integer TIFF holding 16-bit values (I), or a float TIFF (F)."""
+    import io
+
+    array = {
+        "I;16": GRADIENT.astype(np.uint16) * 257,
+        "I": GRADIENT.astype(np.int32) * 257,
+        "F": GRADIENT.astype(np.float32) / 255,
+    }[kind]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG" if kind == "I;16" else "TIFF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["I;16", "I", "F"])
+def test_wide_images_are_scaled_to_8_bits_on_both_paths_and_in_predict(kind, tmp_path):
+    from accel_recipes.data.resident import decode_images
+    from accel_recipes.data.transforms import decode_image, to_rgb
+    from accel_recipes.predict import read_image
+
+    encoded = wide_image_bytes(kind)
+    decoded = decode_image({"bytes": encoded, "path": None})
+    assert decoded.mode == kind
+    expected = np.repeat(GRADIENT[None], 3, axis=0)
+    stream = make_transform(False, "none", 16, 16)(decoded)
+    assert stream.float().mean().item() == pytest.approx(127.5)
+    assert np.array_equal(stream.numpy(), expected)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    table = datasets.Dataset.from_dict({"image": [{"bytes": encoded, "path": None}], "label": [0]}, features=features)
+    resident, bad, _ = decode_images(table, 16)
+    assert len(bad) == 0 and np.array_equal(resident[0].numpy(), expected)
+    file = tmp_path / ("wide.png" if kind == "I;16" else "wide.tiff")
+    file.write_bytes(encoded)
+    assert np.array_equal(np.asarray(read_image(file)), np.asarray(to_rgb(decoded)))
+
+
+def test_full_scale_32_bit_integers_are_scaled_by_the_32_bit_range():
+    from accel_recipes.data.transforms import to_rgb
+
+    array = np.array([[-5, 2**31 - 1]], dtype=np.int32)
+    assert np.asarray(to_rgb(Image.fromarray(array)))[..., 0].tolist() == [[0, 255]]
+
+
+def test_an_image_over_the_pixel_limit_is_undecodable_and_named(monkeypatch):
+    import io
+
+    from accel_recipes.data.transforms import decode_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buffer, format="PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,200 pixels is over it, below PIL's own 2x error
+    with pytest.raises(DataError, match=r"cannot decode image big.png: 40 x 30 = 1,200 pixels, over PIL's limit"):
+        decode_image({"bytes": buffer.getvalue(), "path": "big.png"})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1200)
+    assert decode_image({"bytes": buffer.getvalue(), "path": "big.png"}).size == (40, 30)
