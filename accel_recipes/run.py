@@ -22,6 +22,7 @@ from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
+from accel_recipes.signals import stop_with_launcher
 
 FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     a signal after saving a checkpoint."""
 
     def run() -> None:
+        stop_with_launcher()
         train(parse_args(argv))
 
     return run_entry_point(run)
