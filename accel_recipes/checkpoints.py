@@ -18,9 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import CheckpointError, TrainingError
@@ -183,16 +187,47 @@ def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: 
     return saved
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded by FSDP2 (``fully_shard``), whose ``state_dict()`` holds each process's shards.
+    Checked on the modules too: between a forward and the next reshard a root's parameters are whole tensors."""
+    modules = any(isinstance(module, FSDPModule) for module in model.modules())
+    return modules or any(isinstance(parameter, DTensor) for parameter in model.parameters())
+
+
+def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole, unsharded weights of a prepared ``model`` as plain CPU tensors on the main process (an empty
+    dict on the others). Collective: every process calls it, however the model is sharded."""
+    unwrapped = accelerator.unwrap_model(model)
+    if is_sharded(unwrapped):
+        # what accelerator.get_state_dict does for FSDP2, also for a model sharded with fully_shard outside
+        # Accelerate's FSDP plugin (which Accelerate enables only on accelerators)
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state_dict = get_model_state_dict(unwrapped, options=options)
+    else:  # DDP, one process, DeepSpeed (ZeRO-3 gathered by Accelerate) and Accelerate's FSDP
+        state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return {}
+    # clone: safetensors refuses tensors that share storage (tied weights); contiguous: channels_last weights
+    return {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
+
+
 def save_weights(accelerator: Accelerator, model, path: Path) -> None:
     """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint. Collective."""
-    state_dict = accelerator.get_state_dict(model)
+    tensors = full_state_dict(accelerator, model)
     if accelerator.is_main_process:
         with atomic_file(path) as temporary:
-            # clone: safetensors refuses tensors that share storage (tied weights)
-            tensors = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
             save_file(tensors, temporary)
     accelerator.wait_for_everyone()
 
 
 def load_weights(accelerator: Accelerator, model, path: Path) -> None:
-    accelerator.unwrap_model(model).load_state_dict(load_file(path, device="cpu"))
+    """Load weights ``save_weights`` wrote into the prepared ``model``, sharded or not. Collective."""
+    unwrapped = accelerator.unwrap_model(model)
+    if is_sharded(unwrapped):
+        # the main process reads the file and torch scatters each process its shards
+        state = load_file(path, device="cpu") if accelerator.is_main_process else {}
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        set_model_state_dict(unwrapped, state, options=options)
+    else:
+        unwrapped.load_state_dict(load_file(path, device="cpu"))
+    accelerator.wait_for_everyone()

@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
+from accel_recipes.checkpoints import full_state_dict
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
@@ -81,10 +82,12 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                 _halve_batch_or_raise(args, accelerator, error)
 
     # ---- results, model folder, card, Hub --------------------------------------------------------------------
+    weights = full_state_dict(accelerator, result.model)  # collective: a sharded model is gathered on every process
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "all_results.json", result.metrics)
         plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
-        save_model_folder(spec, accelerator.unwrap_model(result.model), output_dir / "model", data.label_names)
+        model = accelerator.unwrap_model(result.model)
+        save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)
         write_model_card(output_dir)
         _print_summary(accelerator, result)
     accelerator.wait_for_everyone()

@@ -130,3 +130,40 @@ def test_a_missing_file_or_unreadable_header_is_named(tmp_path):
     assert "model.safetensors cannot be read" in checkpoint_damage(newest)
     messages = []
     assert resolve_checkpoint(latest(tmp_path), messages.append) is None and len(messages) == 1
+
+
+@pytest.mark.slow
+def test_a_model_sharded_by_fsdp2_exports_and_reloads_whole_weights(tmp_path):
+    """Two CPU processes over gloo shard a timm model with fully_shard (tests/fsdp_worker.py); the exported folder
+    and the best-model file hold the whole tensors, timm loads them, and the logits are the sharded model's."""
+    import os
+    import subprocess
+    import sys
+
+    import timm
+    import torch
+    from conftest import ROOT
+    from safetensors.torch import load_file
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(29500 + os.getpid() % 400), str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    shards = [json.loads((tmp_path / f"shard_shapes_{rank}.json").read_text()) for rank in (0, 1)]
+    exported = load_file(tmp_path / "model" / "model.safetensors")
+    assert exported.keys() == shards[0].keys()
+    for name, tensor in exported.items():  # each process held a slice of dim 0; the file holds them joined
+        assert shards[0][name][0] + shards[1][name][0] == tensor.shape[0], name
+        assert shards[0][name][1:] == list(tensor.shape[1:]), name
+    assert any(shards[0][name] != list(tensor.shape) for name, tensor in exported.items()), "really sharded"
+    best = load_file(tmp_path / "best.safetensors")
+    assert best.keys() == exported.keys() and all(torch.equal(best[key], exported[key]) for key in best)
+
+    model = timm.create_model(f"local-dir:{tmp_path / 'model'}", pretrained=True).eval()
+    saved = torch.load(tmp_path / "logits.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(saved["images"]), saved["logits"])
+    # the best weights loaded back into the sharded model (over zeroed weights) give the same logits again
+    torch.testing.assert_close(torch.load(tmp_path / "reloaded_logits.pt"), saved["logits"])
