@@ -38,7 +38,9 @@ def stop_with_launcher() -> bool:
     instead of training on as an orphan. Only under a launcher: a run started from a shell must survive the
     shell's exit (``nohup``). Returns whether it was set up (False off Linux, where there is no such call)."""
     # Neither Accelerate nor torch asks the kernel for this (torch's elastic agent only signals the workers it
-    # outlives), and Python has no wrapper for prctl, so it is called through ctypes.
+    # outlives), and Python has no wrapper for prctl, so it is called through ctypes. A launcher that dies before
+    # this call (while the trainer imports) is not noticed: its pid is unknown here, and a parent of pid 1 is no
+    # sign of it, since a launcher can itself be a container's first process.
     if not sys.platform.startswith("linux") or not launched_by_a_launcher():
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
