@@ -1,7 +1,7 @@
 """Every GPU measurement in one command, offline, within 8 minutes on one GPU (``make gpu-check``):
 
 python recipes/gpu_check.py --output_dir runs/gpu-check     # then paste runs/gpu-check/gpu_check.md
-python recipes/gpu_check.py --smoke                          # the same code on a CPU in about a minute
+python recipes/gpu_check.py --smoke                          # one check of each kind, tiny models, on a CPU
 """
 
 import sys
