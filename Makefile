@@ -2,6 +2,7 @@
 # make test    set up .venv, then run the whole test suite (CI runs exactly this)
 # make demo    train the Fashion-MNIST recipe offline on Debian's dataset-fashion-mnist files
 # make lint    ruff check + format check
+# make gpu-check  every GPU measurement for BENCHMARKS.md, offline, within 8 minutes on one GPU (ARGS="--smoke": CPU)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ DEMO_RECIPE ?= recipes/fashion_mnist/resnet18.yaml
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup train test demo lint format clean
+.PHONY: setup train test demo lint format clean gpu-check
 
 # Re-installs whenever pyproject.toml changes (or the venv is missing).
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +40,9 @@ demo: setup
 	    exit 1; \
 	  fi; }
 	$(BIN)/accelerate launch recipes/train.py --config $(DEMO_RECIPE) --dataset_name $(FASHION_MNIST) $(ARGS)
+
+gpu-check: setup
+	$(BIN)/python recipes/gpu_check.py $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,8 +2,10 @@
 
 A checkpoint is ``output_dir/checkpoints/checkpoint-<update>``, written by ``accelerator.save_state`` into a
 temporary folder and renamed into place, with the run's counters (``training_state.json``) written last, so a
-folder holding them is complete. Rotation keeps the newest ``save_total_limit`` checkpoints and never deletes the
-newest one.
+folder holding them is complete. ``training_state.json`` also lists every file the save wrote and its size, so a
+checkpoint damaged later (a truncated copy, a full disk on a synced file system) is recognised before it is used:
+``resume_from_checkpoint latest`` skips it for the next whole one. Rotation keeps the newest ``save_total_limit``
+checkpoints and never deletes the newest one.
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ import dataclasses
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from accel_recipes.config import TrainingArguments
-from accel_recipes.errors import TrainingError
+from accel_recipes.errors import CheckpointError, TrainingError
 from accel_recipes.io import atomic_file, replace_dir, temporary_dir_for
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.json"
+FILES_KEY = "files"  # in STATE_FILE: every file the save wrote (relative path -> size in bytes)
 
 
 @dataclass
@@ -82,7 +91,8 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, 
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
     if accelerator.is_main_process:
-        (temporary / STATE_FILE).write_text(state.to_json())
+        record = {**json.loads(state.to_json()), FILES_KEY: written_files(temporary)}
+        (temporary / STATE_FILE).write_text(json.dumps(record, indent=2))
         replace_dir(temporary, final)
         rotate_checkpoints(directory, limit)
     accelerator.wait_for_everyone()
@@ -97,20 +107,65 @@ def rotate_checkpoints(directory: Path, limit: int | None) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def resolve_checkpoint(training: TrainingArguments) -> Path | None:
-    """``resume_from_checkpoint``: ``latest`` is the newest complete checkpoint in output_dir (None when there is
-    none yet, so a requeued job that never saved starts fresh); anything else must be a checkpoint folder."""
+def written_files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (sharded states are folders of files) and its size, by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_size for path in sorted(folder.rglob("*")) if path.is_file()
+    }
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What is wrong with ``checkpoint``, or None when it is whole: its counters parse, every file its save wrote
+    is there with the size it had, and every safetensors file's header reads. Reads headers only, never weights."""
+    state_file = checkpoint / STATE_FILE
+    try:
+        record = json.loads(state_file.read_text())
+        RunState(**{key: value for key, value in record.items() if key != FILES_KEY})
+    except FileNotFoundError:
+        return f"no {STATE_FILE}"
+    except (ValueError, TypeError, AttributeError) as error:  # not JSON, not an object, or fields of the wrong kind
+        return f"{STATE_FILE} cannot be read ({type(error).__name__}: {error})"
+    expected = record.get(FILES_KEY) or {}  # checkpoints written before the file list: their headers are checked
+    for name, size in expected.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, the save wrote {size}"
+    for path in sorted(checkpoint.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            return f"{path.relative_to(checkpoint)} cannot be read ({error})"
+    return None
+
+
+def resolve_checkpoint(training: TrainingArguments, report: Callable[[str], None] = print) -> Path | None:
+    """``resume_from_checkpoint``: ``latest`` is the newest whole checkpoint in output_dir (None when there is none
+    yet, so a requeued job that never saved starts fresh); a damaged newer one is skipped, with ``report`` naming
+    it, and left on disk. Anything else must be a whole checkpoint folder."""
     value = training.resume_from_checkpoint
     if value is None:
         return None
     if value == "latest":
-        found = list_checkpoints(Path(training.output_dir) / "checkpoints")
-        return found[-1] if found else None
+        for checkpoint in reversed(list_checkpoints(Path(training.output_dir) / "checkpoints")):
+            damage = checkpoint_damage(checkpoint)
+            if damage is None:
+                return checkpoint
+            report(f"skipping the damaged checkpoint '{checkpoint}': {damage} (left on disk)")
+        return None
     path = Path(value)
     if not (path / STATE_FILE).is_file():
         raise TrainingError(
             f"resume_from_checkpoint '{value}' is not a checkpoint folder (no {STATE_FILE}); pass "
             "'latest' or a folder like output_dir/checkpoints/checkpoint-N"
+        )
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise CheckpointError(
+            f"resume_from_checkpoint '{value}' is damaged: {damage}; pass an older checkpoint-N from the same "
+            "folder, or 'latest' to use the newest whole one"
         )
     return path
 
@@ -132,16 +187,47 @@ def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: 
     return saved
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded by FSDP2 (``fully_shard``), whose ``state_dict()`` holds each process's shards.
+    Checked on the modules too: between a forward and the next reshard a root's parameters are whole tensors."""
+    modules = any(isinstance(module, FSDPModule) for module in model.modules())
+    return modules or any(isinstance(parameter, DTensor) for parameter in model.parameters())
+
+
+def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole, unsharded weights of a prepared ``model`` as plain CPU tensors on the main process (an empty
+    dict on the others). Collective: every process calls it, however the model is sharded."""
+    unwrapped = accelerator.unwrap_model(model)
+    if is_sharded(unwrapped):
+        # what accelerator.get_state_dict does for FSDP2, also for a model sharded with fully_shard outside
+        # Accelerate's FSDP plugin (which Accelerate enables only on accelerators)
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state_dict = get_model_state_dict(unwrapped, options=options)
+    else:  # DDP, one process, DeepSpeed (ZeRO-3 gathered by Accelerate) and Accelerate's FSDP
+        state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return {}
+    # clone: safetensors refuses tensors that share storage (tied weights); contiguous: channels_last weights
+    return {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
+
+
 def save_weights(accelerator: Accelerator, model, path: Path) -> None:
     """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint. Collective."""
-    state_dict = accelerator.get_state_dict(model)
+    tensors = full_state_dict(accelerator, model)
     if accelerator.is_main_process:
         with atomic_file(path) as temporary:
-            # clone: safetensors refuses tensors that share storage (tied weights)
-            tensors = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
             save_file(tensors, temporary)
     accelerator.wait_for_everyone()
 
 
 def load_weights(accelerator: Accelerator, model, path: Path) -> None:
-    accelerator.unwrap_model(model).load_state_dict(load_file(path, device="cpu"))
+    """Load weights ``save_weights`` wrote into the prepared ``model``, sharded or not. Collective."""
+    unwrapped = accelerator.unwrap_model(model)
+    if is_sharded(unwrapped):
+        # the main process reads the file and torch scatters each process its shards
+        state = load_file(path, device="cpu") if accelerator.is_main_process else {}
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        set_model_state_dict(unwrapped, state, options=options)
+    else:
+        unwrapped.load_state_dict(load_file(path, device="cpu"))
+    accelerator.wait_for_everyone()

@@ -49,6 +49,10 @@ class TrainingError(UserError, RuntimeError):
     """A run that cannot go on."""
 
 
+class CheckpointError(TrainingError):
+    """A checkpoint that is missing a file its save wrote, or holds one that cannot be read."""
+
+
 class PredictError(UserError, ValueError):
     """Inputs or a model that ``predict`` cannot use."""
 

@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
-from accel_recipes.checkpoints import resolve_checkpoint
+from accel_recipes.checkpoints import full_state_dict, resolve_checkpoint
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
@@ -24,6 +24,7 @@ from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
+from accel_recipes.signals import stop_with_launcher
 
 FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
@@ -73,7 +74,8 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     training = args.training
     accelerator = accelerator or create_accelerator(training)
     check_output_dir(training)
-    resolve_checkpoint(training)  # a named checkpoint that is not one: an error before anything is written
+    # a named checkpoint that is not a whole one: an error before anything is written (skips are reported at resume)
+    resolve_checkpoint(training, report=lambda message: None)
     output_dir = Path(training.output_dir)
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -102,10 +104,12 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                 _halve_batch_or_raise(args, accelerator, error)
 
     # ---- results, model folder, card, Hub --------------------------------------------------------------------
+    weights = full_state_dict(accelerator, result.model)  # collective: a sharded model is gathered on every process
     if accelerator.is_main_process:
         write_json_atomic(output_dir / "all_results.json", result.metrics)
         plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
-        save_model_folder(spec, accelerator.unwrap_model(result.model), output_dir / "model", data.label_names)
+        model = accelerator.unwrap_model(result.model)
+        save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)
         write_model_card(output_dir)
         _print_summary(accelerator, result)
     accelerator.wait_for_everyone()
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     a signal after saving a checkpoint."""
 
     def run() -> None:
+        stop_with_launcher()
         train(parse_args(argv))
 
     return run_entry_point(run)

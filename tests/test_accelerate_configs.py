@@ -24,3 +24,6 @@ def test_config_loads_with_accelerates_own_parser(name):
         assert str(config.distributed_type).endswith("FSDP")
     if name == "deepspeed":
         assert config.deepspeed_config["zero_stage"] == 2
+        # left to the recipe: Accelerate fills DeepSpeed's "auto" from the Accelerator's accumulation steps
+        assert "gradient_accumulation_steps" not in config.deepspeed_config
+        assert "gradient_clipping" not in config.deepspeed_config

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from accel_recipes.checkpoints import STATE_FILE, RunState, list_checkpoints, resolve_checkpoint, rotate_checkpoints
 from accel_recipes.config import make_args
-from accel_recipes.errors import TrainingError
+from accel_recipes.errors import CheckpointError, TrainingError
 
 
 def make_checkpoint(directory, update: int, complete: bool = True):
@@ -59,3 +61,109 @@ def test_resume_latest_and_explicit(tmp_path):
     training.resume_from_checkpoint = str(tmp_path)
     with pytest.raises(TrainingError, match="is not a checkpoint folder.*pass 'latest'"):
         resolve_checkpoint(training)
+
+
+def saved_run(tmp_path, updates=(3, 6)):
+    """Real checkpoints of a prepared model and optimizer, as the trainer writes them."""
+    import torch
+    from accelerate import Accelerator
+
+    from accel_recipes.checkpoints import save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 3)
+    model, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters()))
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.step()
+    directory = tmp_path / "checkpoints"
+    return [save_checkpoint(accelerator, directory, RunState(update=u, num_classes=3), None) for u in updates]
+
+
+def latest(tmp_path):
+    return make_args({"output_dir": str(tmp_path), "resume_from_checkpoint": "latest"}).training
+
+
+def test_a_saved_checkpoint_lists_its_files_and_is_whole(tmp_path):
+    from accel_recipes.checkpoints import checkpoint_damage
+
+    older, newest = saved_run(tmp_path)
+    files = json.loads((newest / STATE_FILE).read_text())["files"]
+    assert "model.safetensors" in files and "optimizer.bin" in files and STATE_FILE not in files
+    assert checkpoint_damage(newest) is None
+    assert RunState.from_file(newest / STATE_FILE).update == 6
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_older_one_and_kept(tmp_path):
+    older, newest = saved_run(tmp_path)
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    messages = []
+    assert resolve_checkpoint(latest(tmp_path), messages.append) == older
+    assert len(messages) == 1 and str(newest) in messages[0] and "model.safetensors" in messages[0]
+    assert weights.exists(), "nothing is deleted"
+    training = latest(tmp_path)
+    training.resume_from_checkpoint = str(newest)
+    with pytest.raises(CheckpointError, match=r"checkpoint-6' is damaged: model.safetensors has 40 bytes"):
+        resolve_checkpoint(training)
+
+
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"update": 6, "unknown": 1, "epoch": "x"', ""])
+def test_a_garbage_training_state_is_skipped_for_the_older_one(tmp_path, garbage):
+    older, newest = saved_run(tmp_path)
+    (newest / STATE_FILE).write_text(garbage)
+    messages = []
+    assert resolve_checkpoint(latest(tmp_path), messages.append) == older
+    assert STATE_FILE in messages[0] and "checkpoint-6" in messages[0]
+
+
+def test_a_missing_file_or_unreadable_header_is_named(tmp_path):
+    from accel_recipes.checkpoints import checkpoint_damage
+
+    (newest,) = saved_run(tmp_path, updates=(2,))
+    (newest / "optimizer.bin").unlink()
+    assert checkpoint_damage(newest) == "optimizer.bin is missing"
+    record = json.loads((newest / STATE_FILE).read_text())
+    del record["files"]  # a checkpoint written before the file list: headers are still checked
+    (newest / STATE_FILE).write_text(json.dumps(record))
+    weights = newest / "model.safetensors"
+    weights.write_bytes(b"\xff" * weights.stat().st_size)
+    assert "model.safetensors cannot be read" in checkpoint_damage(newest)
+    messages = []
+    assert resolve_checkpoint(latest(tmp_path), messages.append) is None and len(messages) == 1
+
+
+@pytest.mark.slow
+def test_a_model_sharded_by_fsdp2_exports_and_reloads_whole_weights(tmp_path):
+    """Two CPU processes over gloo shard a timm model with fully_shard (tests/fsdp_worker.py); the exported folder
+    and the best-model file hold the whole tensors, timm loads them, and the logits are the sharded model's."""
+    import os
+    import subprocess
+    import sys
+
+    import timm
+    import torch
+    from conftest import ROOT
+    from safetensors.torch import load_file
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(29500 + os.getpid() % 400), str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    shards = [json.loads((tmp_path / f"shard_shapes_{rank}.json").read_text()) for rank in (0, 1)]
+    exported = load_file(tmp_path / "model" / "model.safetensors")
+    assert exported.keys() == shards[0].keys()
+    for name, tensor in exported.items():  # each process held a slice of dim 0; the file holds them joined
+        assert shards[0][name][0] + shards[1][name][0] == tensor.shape[0], name
+        assert shards[0][name][1:] == list(tensor.shape[1:]), name
+    assert any(shards[0][name] != list(tensor.shape) for name, tensor in exported.items()), "really sharded"
+    best = load_file(tmp_path / "best.safetensors")
+    assert best.keys() == exported.keys() and all(torch.equal(best[key], exported[key]) for key in best)
+
+    model = timm.create_model(f"local-dir:{tmp_path / 'model'}", pretrained=True).eval()
+    saved = torch.load(tmp_path / "logits.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(saved["images"]), saved["logits"])
+    # the best weights loaded back into the sharded model (over zeroed weights) give the same logits again
+    torch.testing.assert_close(torch.load(tmp_path / "reloaded_logits.pt"), saved["logits"])

@@ -7,19 +7,23 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 
 from accel_recipes.config import TrainingArguments
 
 logger = logging.getLogger(__name__)
+
+SHARDING_VARIABLES = {"FSDP": "ACCELERATE_USE_FSDP", "DeepSpeed": "ACCELERATE_USE_DEEPSPEED"}  # set by the launcher
 
 
 def create_accelerator(training: TrainingArguments) -> Accelerator:
     """One Accelerator per run; ``training.mixed_precision`` is set to what it resolved to, so config.yaml records
     what ran. On a CPU, fp16 gets torch's CPU autocast and GradScaler, which Accelerate leaves off, so the fp16 path
     (loss scaling, skipped steps) is the same code on every device."""
+    sharding = requested_sharding()
+    without_accelerator = sharding is not None and not torch.accelerator.is_available()
     accelerator = Accelerator(
-        cpu=_multi_process_without_accelerator(),
+        cpu=_multi_process_without_accelerator() or without_accelerator,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         mixed_precision=training.mixed_precision,
         log_with=_trackers(training),
@@ -28,6 +32,18 @@ def create_accelerator(training: TrainingArguments) -> Accelerator:
         step_scheduler_with_optimizer=False,
     )
     training.mixed_precision = accelerator.mixed_precision
+    if without_accelerator and accelerator.is_main_process:
+        logger.warning(
+            "the Accelerate config asks for %s, which Accelerate enables only on accelerators (GPUs); on this "
+            "machine without one the run is %s on the CPU: every process holds the whole model, and checkpoints "
+            "hold whole weights, not sharded state",
+            sharding,
+            f"DDP over gloo with {accelerator.num_processes} processes"
+            if accelerator.num_processes > 1
+            else "one process",
+        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _take_recipe_clipping(accelerator, training)
     if training.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         _enable_cpu_fp16_scaler(accelerator)
     cpu_bf16 = training.mixed_precision == "bf16" and accelerator.device.type == "cpu"
@@ -43,6 +59,22 @@ def create_accelerator(training: TrainingArguments) -> Accelerator:
         torch.backends.cudnn.allow_tf32 = training.tf32
         torch.backends.cudnn.benchmark = True
     return accelerator
+
+
+def requested_sharding() -> str | None:
+    """``FSDP`` or ``DeepSpeed`` when ``accelerate launch`` was given such a config (it says so in the trainer's
+    environment), else None."""
+    for name, variable in SHARDING_VARIABLES.items():
+        if os.environ.get(variable, "false").lower() == "true":
+            return name
+    return None
+
+
+def _take_recipe_clipping(accelerator: Accelerator, training: TrainingArguments) -> None:
+    # Under DeepSpeed, accelerator.clip_grad_norm_ does nothing: DeepSpeed clips inside its step, at its config's
+    # gradient_clipping, which Accelerate fills with 1.0 when the config leaves it out. The recipe's max_grad_norm
+    # goes there before the engine is built (in prepare), so one field decides the clipping on every backend.
+    accelerator.state.deepspeed_plugin.deepspeed_config["gradient_clipping"] = max(0.0, training.max_grad_norm)
 
 
 def cpu_has_native_bf16() -> bool:

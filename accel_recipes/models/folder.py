@@ -142,15 +142,23 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], head
 # ---- writing ---------------------------------------------------------------------------------------------------
 
 
-def save_model_folder(spec: ModelSpec, model: nn.Module, path: str | Path, label_names: list[str]) -> Path:
-    """Write ``model`` (the trained, unwrapped module built as ``spec`` says) as a loadable folder at ``path``."""
+def save_model_folder(
+    spec: ModelSpec,
+    model: nn.Module,
+    path: str | Path,
+    label_names: list[str],
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` (the trained, unwrapped module built as ``spec`` says) as a loadable folder at ``path``.
+    ``state_dict``: its whole weights when the module holds shards (``checkpoints.full_state_dict``); by default
+    ``model.state_dict()``."""
     path = Path(path)
     _check_replaceable(path)
     with atomic_dir(path) as staging:
         if spec.library == "timm":
-            _write_timm(spec, model, staging, list(label_names))
+            _write_timm(spec, model, staging, list(label_names), state_dict)
         elif spec.library == "transformers":
-            _write_transformers(spec, model, staging, list(label_names))
+            _write_transformers(spec, model, staging, list(label_names), state_dict)
         else:
             raise ExportError(f"cannot export a model of library {spec.library!r}; expected 'timm' or 'transformers'")
     return path
@@ -197,7 +205,9 @@ def _check_classes(count: int | None, label_names: list[str], spec: ModelSpec) -
         )
 
 
-def _write_timm(spec: ModelSpec, model: nn.Module, folder: Path, label_names: list[str]) -> None:
+def _write_timm(
+    spec: ModelSpec, model: nn.Module, folder: Path, label_names: list[str], state_dict: dict | None
+) -> None:
     """timm's Hub layout: the weights, then timm's own config writer (the half of ``save_for_hf`` that fits)."""
     from safetensors.torch import save_file
     from timm.models._hub import save_config_for_hf
@@ -207,7 +217,8 @@ def _write_timm(spec: ModelSpec, model: nn.Module, folder: Path, label_names: li
         model.pretrained_cfg = spec.model.pretrained_cfg
         model._model_args = getattr(spec.model, "_model_args", {})
     # contiguous CPU copies: channels_last or GPU weights are fine to train with but not to serialise
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {key: value.detach().cpu().contiguous() for key, value in weights.items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
     size = spec.input_size
@@ -234,14 +245,16 @@ def _write_timm(spec: ModelSpec, model: nn.Module, folder: Path, label_names: li
     _update_json(folder / "config.json", updates)
 
 
-def _write_transformers(spec: ModelSpec, model: nn.Module, folder: Path, label_names: list[str]) -> None:
+def _write_transformers(
+    spec: ModelSpec, model: nn.Module, folder: Path, label_names: list[str], state_dict: dict | None
+) -> None:
     from transformers import ViTImageProcessor
 
     config = model.config
     _check_classes(getattr(config, "num_labels", None), label_names, spec)
     config.id2label = dict(enumerate(label_names))
     config.label2id = {label: index for index, label in enumerate(label_names)}
-    model.save_pretrained(str(folder))  # transformers 5 writes safetensors only
+    model.save_pretrained(str(folder), state_dict=state_dict)  # transformers 5 writes safetensors only
     size = spec.input_size
     processor = ViTImageProcessor(
         do_resize=True,

@@ -53,3 +53,26 @@ def test_fp16_on_a_cpu_gets_a_loss_scaler_and_a_warning(tmp_path, caplog):
     accelerator = create_accelerator(training_args(tmp_path, "fp16"))
     assert accelerator.scaler is not None and accelerator.native_amp
     assert "mixed_precision fp16 on a CPU" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")]
+)
+def test_a_sharding_config_on_a_machine_without_accelerators_says_it_runs_unsharded(
+    tmp_path, caplog, monkeypatch, variable, name
+):
+    if accelerator_module.torch.accelerator.is_available():
+        pytest.skip("a machine with an accelerator shards for real")
+    if name == "DeepSpeed":
+        pytest.importorskip("deepspeed")  # without it, Accelerate (and its launcher) refuse at once, saying so
+    monkeypatch.setenv(variable, "true")  # what `accelerate launch --config_file accelerate_configs/...` sets
+    caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
+    accelerator = create_accelerator(training_args(tmp_path, "no"))
+    assert str(accelerator.distributed_type) == "DistributedType.NO" and accelerator.device.type == "cpu"
+    assert f"asks for {name}" in caplog.text and "one process on the CPU" in caplog.text
+
+
+def test_no_sharding_config_no_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
+    create_accelerator(training_args(tmp_path, "no"))
+    assert "asks for" not in caplog.text

@@ -220,7 +220,7 @@ def test_a_failed_save_keeps_the_previous_folder_intact(tmp_path, monkeypatch):
     save_model_folder(spec, spec.model, tmp_path / "model", LABELS)
     before = (tmp_path / "model" / "model.safetensors").read_bytes()
 
-    def fail_half_way(spec, model, folder, label_names):
+    def fail_half_way(spec, model, folder, label_names, state_dict=None):
         (folder / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 
