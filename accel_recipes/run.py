@@ -61,7 +61,11 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     with accelerator.main_process_first():
         data = build_data(args.data, training.seed, args.model.cache_dir)
     if training.report_targets():
-        accelerator.init_trackers(training.run_name or output_dir.name, config=_tracker_config(args))
+        accelerator.init_trackers(
+            training.run_name or output_dir.name,
+            config=_tracker_config(args),
+            init_kwargs={"wandb": {"dir": str(output_dir)}},  # wandb's files under output_dir, not the cwd
+        )
 
     # ---- model, loaders, training (with auto_find_batch_size, again at half the micro-batch on out-of-memory) --
     with checkpoint_pusher(args, accelerator.is_main_process) as on_checkpoint:
