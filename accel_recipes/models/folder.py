@@ -220,6 +220,8 @@ def _write_timm(spec: ModelSpec, model: nn.Module, folder: Path, label_names: li
         updates["model_args"] = {key: value for key, value in config["model_args"].items() if key != "num_classes"}
     if spec.small_image_stem:
         _write_image_processor(spec, folder)  # what transformers' pipeline reads; timm reads pretrained_cfg
+        # transformers reads a timm folder's image processor from config.json: this key sends it to the file above
+        updates["image_processor_type"] = "ViTImageProcessor"
         updates["auto_map"] = _write_remote_code("timm", folder)
     _update_json(folder / "config.json", updates)
 
