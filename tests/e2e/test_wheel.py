@@ -70,5 +70,7 @@ def test_the_wheel_trains_predicts_and_shares_from_outside_the_clone(tmp_path):
     assert (model / "modeling_small_stem_resnet.py").is_file() and (model / "model.safetensors").is_file()
     test_images = sorted((images / "test").rglob("*.png"))
     predicted = top1_of_predict([bin_dir / "accel-recipes-predict"], model, test_images, work)
-    _, outside = top1_outside(model / "README.md", model, test_images, tmp_path)
+    snippet, outside = top1_outside(model / "README.md", model, test_images, tmp_path)
+    assert f'pipeline("image-classification", model="{model}", trust_remote_code=True)' in snippet
+    assert "auto_map" in (model / "config.json").read_text()
     assert outside == predicted
