@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# One process, which is all a CPU or one GPU needs: a user error is then one line and exit status 2, with no
+# launcher defaults block or traceback around it. For several GPUs, `accelerate launch` as in README.md.
 train: setup
-	$(BIN)/accelerate launch recipes/train.py --config $(RECIPE) $(ARGS)
+	@$(BIN)/python recipes/train.py --config $(RECIPE) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)
@@ -39,7 +41,7 @@ demo: setup
 	    echo "(Debian/Ubuntu), or download the four IDX .gz files and run: make demo FASHION_MNIST=/path/to/folder"; \
 	    exit 1; \
 	  fi; }
-	$(BIN)/accelerate launch recipes/train.py --config $(DEMO_RECIPE) --dataset_name $(FASHION_MNIST) $(ARGS)
+	@$(BIN)/python recipes/train.py --config $(DEMO_RECIPE) --dataset_name $(FASHION_MNIST) $(ARGS)
 
 gpu-check: setup
 	$(BIN)/python recipes/gpu_check.py $(ARGS)

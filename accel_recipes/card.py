@@ -1,7 +1,7 @@
 """The model card of a finished run, rendered from the run folder alone, so any run can be carded and pushed later.
 
 Reads ``config.yaml``, ``all_results.json``, ``metrics.jsonl`` and ``model/config.json``; fills the Jinja template
-``model_cards/image_classification.md`` through huggingface_hub's ``ModelCard.from_template``; writes
+``card_templates/image_classification.md`` (package data) through huggingface_hub's ``ModelCard.from_template``; writes
 ``model/README.md`` with ``learning_curves.png`` and ``config.yaml`` copied beside it, so the model folder is the
 whole Hub repository. Every value may be missing: the card then says "n/a" rather than failing.
 """
@@ -20,7 +20,7 @@ from accel_recipes.errors import RunFolderError
 from accel_recipes.io import atomic_file, copy_file_atomic
 from accel_recipes.models.folder import recorded_facts
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "image_classification.md"
+TEMPLATE = Path(__file__).resolve().parent / "card_templates" / "image_classification.md"
 REQUIRED = ("config.yaml", "all_results.json", "model/config.json", "model/*.safetensors")
 COPIED_INTO_MODEL = ("learning_curves.png", "config.yaml")
 DEFAULT_LICENSE = "apache-2.0"
@@ -201,9 +201,13 @@ def _card_data(run: dict[str, Any], repo_id: str | None, license: str) -> ModelC
     tags = ["image-classification", facts["library"], "accel-recipes"]
     if dataset_id:
         tags.append(_dataset_short_name(dataset_id).lower())
+    # a small-image-stem model loads through transformers' custom code (the Hub's `custom_code` tag)
+    library = "transformers" if facts["small_image_stem"] else facts["library"]
+    if facts["small_image_stem"]:
+        tags.append("custom_code")
     eval_results = _eval_results(config, results, run["dataset"])
     return ModelCardData(
-        library_name=facts["library"],
+        library_name=library,
         pipeline_tag="image-classification",
         license=license,
         tags=tags,
@@ -372,7 +376,8 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, licens
     """The card of the run in ``output_dir``; ``repo_id`` (``me/name``) fills the loading snippets."""
     if not TEMPLATE.is_file():
         raise FileNotFoundError(
-            f"the model card template '{TEMPLATE}' is missing; install accel-recipes from a checkout (pip install -e .)"
+            f"the model card template '{TEMPLATE}' is missing from the installed package; reinstall accel-recipes "
+            "(pip install --force-reinstall .)"
         )
     run = read_run(output_dir)
     config, results, facts = run["config"], run["results"], run["model"]
@@ -380,7 +385,7 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, licens
     if "/" not in repo:
         repo = f"<your-username>/{repo}"
     has_test = any(key.startswith("test_") for key in results)
-    loader = "accel_recipes" if facts["small_image_stem"] else facts["library"]
+    loader = "custom_code" if facts["small_image_stem"] else facts["library"]
     return ModelCard.from_template(
         _card_data(run, repo_id, license),
         template_path=str(TEMPLATE),

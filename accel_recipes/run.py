@@ -129,7 +129,11 @@ def _start_writing(args: RecipeArguments, accelerator: Accelerator) -> None:
     accelerator.wait_for_everyone()
     if training.report_targets():
         name = training.run_name or Path(training.output_dir).name
-        accelerator.init_trackers(name, config=_tracker_config(args))
+        accelerator.init_trackers(
+            name,
+            config=_tracker_config(args),
+            init_kwargs={"wandb": {"dir": training.output_dir}},  # wandb's files under output_dir, not the cwd
+        )
 
 
 def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error: Exception) -> None:

@@ -238,11 +238,15 @@ def test_transformers_card_shows_the_pipeline_one_liner(tmp_path):
     assert "hf-hub:" not in text
 
 
-def test_small_image_stem_resnet_card_says_honestly_how_to_load_it(tmp_path):
-    text = write_model_card(make_run_folder(tmp_path, "test_resnet"), repo_id="me/resnet").read_text()
-    assert "small-image stem" in text and "cannot rebuild this model" in text
-    assert "pip install accel-recipes" in text and 'load_model_folder(snapshot_download("me/resnet"))' in text
+def test_small_image_stem_resnet_card_loads_it_through_transformers_custom_code(tmp_path):
+    card_file = write_model_card(make_run_folder(tmp_path, "test_resnet"), repo_id="me/resnet")
+    text = card_file.read_text()
+    assert 'pipeline("image-classification", model="me/resnet", trust_remote_code=True)' in text
+    assert "small-image stem" in text and "`trust_remote_code=True` tells transformers to import and run" in text
+    assert "pip install accel-recipes" not in text and "load_model_folder" not in text
     assert 'timm.create_model("hf-hub:me/resnet", pretrained=True)' not in text
+    data = ModelCard.load(card_file).data
+    assert data.library_name == "transformers" and "custom_code" in data.tags
 
 
 def test_without_a_repo_id_the_snippets_use_a_placeholder(timm_run):

@@ -495,6 +495,7 @@ def test_a_run_that_cannot_push_finishes_keeps_everything_and_exits_3(data_root,
         assert (output_dir / name).is_file(), name
     assert list(output_dir.rglob("events.out.tfevents.*"))
     card = (output_dir / "model" / "README.md").read_text()
-    assert 'load_model_folder(snapshot_download("me/tiny"))' in card  # a small-stem ResNet: not timm's loader
+    # a small-stem ResNet: transformers' custom code, not timm's loader
+    assert 'pipeline("image-classification", model="me/tiny", trust_remote_code=True)' in card
     assert_token_nowhere(output_dir)
     assert TOKEN not in result.stdout + result.stderr

@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType
 
 from accel_recipes.config import TrainingArguments
+from accel_recipes.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,28 @@ def _multi_process_without_accelerator() -> bool:
     return world_size > 1 and not torch.accelerator.is_available()
 
 
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}  # report_to -> package
+
+
 def _trackers(training: TrainingArguments) -> list[str] | str | None:
     targets = training.report_targets()
     if not targets:
         return None
-    return "all" if "all" in targets else targets
+    if "all" in targets:
+        return "all"  # every tracker that is installed, as Accelerate means it
+    check_trackers_installed(targets)
+    return targets
+
+
+def check_trackers_installed(targets: list[str]) -> None:
+    """A ConfigError naming the pip command when a tracker of ``report_to`` is not installed: Accelerate would
+    leave it out silently (a debug log line) and the run would train with no tracker."""
+    from accelerate.utils import imports
+
+    for tracker in targets:
+        package = TRACKER_PACKAGES.get(tracker)
+        if package and not getattr(imports, f"is_{package}_available")():
+            raise ConfigError(
+                f"report_to {tracker!r} needs the {package} package, which is not installed: "
+                f'pip install "accel-recipes[{tracker}]" (or pip install {package}), or remove {tracker} from report_to'
+            )

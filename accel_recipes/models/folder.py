@@ -10,11 +10,14 @@ model, its id2label, and a ``ViTImageProcessor`` (works for every backbone: a pl
 Both kinds also get an ``"accel_recipes"`` block in config.json: library, architecture, label names, the
 preprocessing (input_size, mean, std, interpolation) and whether the ResNet has the small-image stem.
 
-Limitation: neither timm's ``model_args`` nor a transformers ``ResNetConfig`` can express the small-image stem
-(3x3 stride-1 first conv, no max-pool). ``load_model_folder`` (and ``build_model`` on the folder) rebuild it from
-the block, but timm's and transformers' own loaders do not: they fail on the conv shape (a 7x7 stem) or, for a
-timm 'deep' stem whose first conv stays 3x3, silently build the strided stem. Load such folders with
-``load_model_folder``.
+Neither timm's ``model_args`` nor a transformers ``ResNetConfig`` can express the small-image stem (3x3
+stride-1 first conv, no max-pool). Such a folder therefore also carries transformers' custom code
+(``remote_code/``: a configuration and a modeling file, named in ``auto_map`` in config.json) and, for timm, a
+``preprocessor_config.json``, so ``AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True)``
+and ``pipeline("image-classification", model=folder, trust_remote_code=True)`` rebuild it without accel_recipes.
+timm's own loader still cannot (it fails on the conv shape or, for a 'deep' stem whose first conv stays 3x3,
+silently builds the strided stem); ``load_model_folder`` (and ``build_model`` on the folder) rebuild it from the
+``accel_recipes`` block.
 
 The folder is written into a temporary sibling and renamed into place (``accel_recipes.io.atomic_dir``), so
 ``path`` never holds a half-written model; an existing model folder there is replaced.
@@ -33,6 +36,7 @@ from torch import nn
 
 from accel_recipes.errors import ExportError, ModelError
 from accel_recipes.io import atomic_dir, write_json_atomic
+from accel_recipes.models import remote_code
 from accel_recipes.models.preprocess import pil_resample
 from accel_recipes.models.spec import ModelSpec
 from accel_recipes.models.surgery import apply_small_image_stem
@@ -44,6 +48,10 @@ PRETRAINED_ORIGIN_KEYS = (
     "origin_url", "notes", "license",
 )  # fmt: skip
 RECORDED_FACTS = ("library", "architecture", "small_image_stem", "label_names", "preprocessing")
+REMOTE_CODE_CLASSES = {  # library -> (config class, model class) of remote_code/ for a small-image-stem folder
+    "timm": ("SmallStemTimmResNetConfig", "SmallStemTimmResNetForImageClassification"),
+    "transformers": ("SmallStemResNetConfig", "SmallStemResNetForImageClassification"),
+}
 
 
 # ---- what a folder says -----------------------------------------------------------------------------------------
@@ -242,19 +250,39 @@ def _write_timm(
         for origin in PRETRAINED_ORIGIN_KEYS:
             pretrained_cfg.pop(origin, None)
     updates = {"pretrained_cfg": pretrained_cfg, RECIPE_KEY: _recipe_block(spec, label_names)}
+    if "num_classes" in config.get("model_args", {}):
+        # the top-level num_classes says it; a second one in model_args breaks transformers' TimmWrapper
+        # (it passes num_classes and **model_args to timm.create_model)
+        updates["model_args"] = {key: value for key, value in config["model_args"].items() if key != "num_classes"}
+    if spec.small_image_stem:
+        _write_image_processor(spec, folder)  # what transformers' pipeline reads; timm reads pretrained_cfg
+        # transformers reads a timm folder's image processor from config.json: this key sends it to the file above
+        updates["image_processor_type"] = "ViTImageProcessor"
+        updates["auto_map"] = _write_remote_code("timm", folder)
     _update_json(folder / "config.json", updates)
 
 
 def _write_transformers(
     spec: ModelSpec, model: nn.Module, folder: Path, label_names: list[str], state_dict: dict | None
 ) -> None:
-    from transformers import ViTImageProcessor
-
     config = model.config
     _check_classes(getattr(config, "num_labels", None), label_names, spec)
     config.id2label = dict(enumerate(label_names))
     config.label2id = {label: index for index, label in enumerate(label_names)}
     model.save_pretrained(str(folder), state_dict=state_dict)  # transformers 5 writes safetensors only
+    _write_image_processor(spec, folder)
+    for pickle_file in [*folder.glob("*.bin"), *folder.glob("*.pt"), *folder.glob("*.pth")]:
+        pickle_file.unlink()  # safetensors only, whatever an older transformers wrote beside them
+    updates: dict[str, Any] = {RECIPE_KEY: _recipe_block(spec, label_names)}
+    if spec.small_image_stem:
+        updates["auto_map"] = _write_remote_code("transformers", folder)
+    _update_json(folder / "config.json", updates)
+
+
+def _write_image_processor(spec: ModelSpec, folder: Path) -> None:
+    """A ``ViTImageProcessor`` (works for every backbone: a plain resize + normalise) with the training input."""
+    from transformers import ViTImageProcessor
+
     size = spec.input_size
     processor = ViTImageProcessor(
         do_resize=True,
@@ -266,9 +294,18 @@ def _write_transformers(
         image_std=list(spec.std),
     )
     processor.save_pretrained(str(folder))
-    for pickle_file in [*folder.glob("*.bin"), *folder.glob("*.pt"), *folder.glob("*.pth")]:
-        pickle_file.unlink()  # safetensors only, whatever an older transformers wrote beside them
-    _update_json(folder / "config.json", {RECIPE_KEY: _recipe_block(spec, label_names)})
+
+
+def _write_remote_code(library: str, folder: Path) -> dict[str, str]:
+    """Copy remote_code/'s two files into ``folder``; the ``auto_map`` that names their classes."""
+    source = Path(remote_code.__file__).parent
+    for name in (remote_code.CONFIGURATION_FILE, remote_code.MODELING_FILE):
+        (folder / name).write_bytes((source / name).read_bytes())
+    config_class, model_class = REMOTE_CODE_CLASSES[library]
+    return {
+        "AutoConfig": f"{Path(remote_code.CONFIGURATION_FILE).stem}.{config_class}",
+        "AutoModelForImageClassification": f"{Path(remote_code.MODELING_FILE).stem}.{model_class}",
+    }
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------

@@ -76,3 +76,19 @@ def test_no_sharding_config_no_warning(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=accelerator_module.__name__)
     create_accelerator(training_args(tmp_path, "no"))
     assert "asks for" not in caplog.text
+
+
+@pytest.mark.parametrize("tracker", ["trackio", "wandb", "tensorboard"])
+def test_a_tracker_that_is_not_installed_stops_the_run_before_training_with_the_pip_command(
+    tracker, monkeypatch, capsys, tmp_path
+):
+    from accelerate.utils import imports
+
+    from accel_recipes.run import main
+
+    monkeypatch.setattr(imports, f"is_{tracker}_available", lambda: False)
+    code = main(["--report_to", tracker, "--output_dir", str(tmp_path / "run")])
+    message = capsys.readouterr().err.strip()
+    assert code == 2 and message.count("\n") == 0
+    assert f'pip install "accel-recipes[{tracker}]"' in message and f"report_to {tracker!r}" in message
+    assert not (tmp_path / "run").exists(), "stopped before anything was written"

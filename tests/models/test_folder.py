@@ -283,3 +283,54 @@ def test_recorded_facts_of_a_folder_the_libraries_wrote_are_empty():
     assert recorded_facts({"architecture": "resnet50", "num_classes": 3}) == {}
     assert recorded_facts({"model_type": "vit", "accel_recipes": "not a block"}) == {}
     assert recorded_facts({"accel_recipes": {"library": "timm", "unrelated": 1}}) == {"library": "timm"}
+
+
+# ---- custom code for the small-image stem -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["timm", "transformers"])
+def test_small_stem_folder_loads_through_transformers_custom_code_without_accel_recipes(kind, tmp_path, hf_folders):
+    """In a process where importing accel_recipes fails: the trained weights, the label names, the same logits,
+    and the image processor with the training size, mean and std."""
+    import subprocess
+    import sys
+
+    from outside_loader import BLOCK_ACCEL_RECIPES
+
+    spec = build("test_resnet" if kind == "timm" else hf_folders["resnet"])
+    assert spec.small_image_stem
+    trained = trained_copy(spec)
+    folder = save_model_folder(spec, trained, tmp_path / "model", LABELS)
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModelForImageClassification"}
+    for name in ("configuration_small_stem_resnet.py", "modeling_small_stem_resnet.py"):
+        assert "accel_recipes" not in (folder / name).read_text().split('"""', 2)[-1]  # code, not docstrings
+    images = fixed_images()
+    torch.save({"images": images, "logits": logits_of(trained(images))}, tmp_path / "expected.pt")
+    program = (
+        BLOCK_ACCEL_RECIPES
+        + f"""
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+with torch.no_grad():
+    difference = (model(expected["images"]).logits - expected["logits"]).abs().max().item()
+assert difference < 1e-5, difference
+assert [model.config.id2label[i] for i in range(5)] == {LABELS!r}
+processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+assert processor.size == {{"height": 32, "width": 32}}, processor.size
+assert tuple(processor.image_mean) == {MEAN!r} and tuple(processor.image_std) == {STD!r}
+try:
+    AutoModelForImageClassification.from_pretrained({str(folder)!r})
+except Exception:
+    print("REFUSED")
+print("OK")
+"""
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # a 7x7 stem refuses the 3x3 weights; timm's 'deep' stem (test_resnet) keeps its first conv's shape, so
+    # transformers' TimmWrapper silently builds the strided stem there: only trust_remote_code gives the right model
+    assert result.stdout.split()[-2:] == (["REFUSED", "OK"] if kind == "transformers" else ["OK"])

@@ -1,0 +1,18 @@
+"""Configurations of ResNets with the small-image stem (3x3 stride-1 first convolution, no max-pool), which
+neither timm's nor transformers' own configurations can express.
+
+Loaded by transformers from the model folder (``trust_remote_code=True``); imports only transformers.
+"""
+
+from transformers import ResNetConfig, TimmWrapperConfig
+
+
+class SmallStemTimmResNetConfig(TimmWrapperConfig):
+    """A timm ResNet (``architecture``, ``model_args``) whose stem is the small-image one.
+
+    It keeps TimmWrapperConfig's model type, so the folder's timm-layout weights (``conv1.weight``, ...) load
+    into the wrapper's ``timm_model`` as transformers loads any timm folder."""
+
+
+class SmallStemResNetConfig(ResNetConfig):
+    """A transformers ResNet whose embedder is the small-image stem."""
