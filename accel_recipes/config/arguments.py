@@ -182,7 +182,7 @@ class TrainingArguments:
         ),
     )
     eval_flip_tta: bool = field(
-        default=False, metadata=_help("also evaluate with the logits of each image and its mirror averaged (eval_tta_*)")
+        default=False, metadata=_help("also evaluate on the logits of each image and its mirror averaged (eval_tta_*)")
     )
     load_best_model_at_end: bool = field(
         default=True, metadata=_help("evaluate on test and export the best checkpoint, not the last")

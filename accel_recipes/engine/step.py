@@ -65,9 +65,7 @@ class TrainingStep:
         with self.accelerator.autocast():  # as the prepared model's forward runs
             return logits_of(self.ema.module(images))
 
-    def micro_batch(
-        self, images: torch.Tensor, labels: torch.Tensor, micro_index: int, epoch: int = 0
-    ) -> torch.Tensor:
+    def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int, epoch: int = 0) -> torch.Tensor:
         """Forward and backward of micro-batch ``micro_index`` of epoch ``epoch``, its loss weighted for its
         accumulation window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a
         window). Random erasing and mixup / cutmix (``BatchRegularizer``) act on the normalised micro-batch first.

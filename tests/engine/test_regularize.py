@@ -11,14 +11,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 from scipy import stats
+from test_step import make_problem, spec_of  # tests/engine is on the path (rootdir import mode)
 from torch.utils.data import DataLoader, TensorDataset
 
 from accel_recipes.checkpoints import RunState, restore_checkpoint, save_checkpoint
 from accel_recipes.config import make_args
 from accel_recipes.engine import TrainingStep
 from accel_recipes.engine.regularize import BatchRegularizer
-
-from test_step import make_problem, spec_of  # tests/engine is on the path (rootdir import mode)
 
 CLASSES = 3
 
@@ -99,7 +98,7 @@ def test_ema_state_resumes_bitwise_from_a_checkpoint(tmp_path):
 
 def regularizer(**fields) -> BatchRegularizer:
     training = make_args({"per_device_train_batch_size": 8, **fields}).training
-    return BatchRegularizer(training, CLASSES if "classes" not in fields else fields["classes"], torch.device("cpu"))
+    return BatchRegularizer(training, CLASSES, torch.device("cpu"))
 
 
 def paired_batch(count: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
