@@ -228,7 +228,8 @@ class Trainer:
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
-            f"{data.num_classes} classes, augmentation {loaders.augmentation}, {loaders.pipeline} data pipeline\n"
+            f"{data.num_classes} classes, augmentation {loaders.augmentation}"
+            f"{' + ' + loaders.policy.name if loaders.policy else ''}, {loaders.pipeline} data pipeline\n"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {training.per_device_train_batch_size} x "
             f"{training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
