@@ -65,7 +65,8 @@ def assert_exported_ema_model_loads(output_dir: Path) -> dict:
     for key in ("eval_accuracy", "eval_tta_accuracy", "test_accuracy", "test_tta_accuracy"):
         assert 0 <= results[key] <= 1, key
     evaluations = [record for record in read_jsonl(output_dir / "metrics.jsonl") if "eval_accuracy" in record]
-    assert evaluations and all("eval_ema_accuracy" in record and "eval_tta_accuracy" in record for record in evaluations)
+    assert evaluations
+    assert all("eval_ema_accuracy" in record and "eval_tta_accuracy" in record for record in evaluations)
     exported = load_file(output_dir / "model" / "model.safetensors")
     best = load_file(output_dir / "best_model" / "model.safetensors")  # the EMA weights that won
     assert exported.keys() == best.keys() and all(torch.equal(exported[key], best[key]) for key in best)
