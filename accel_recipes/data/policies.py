@@ -6,9 +6,10 @@
 - Resident path (``Policy.apply_batch``): the same ops, op choice and magnitude tables on whole (N, C, H, W) batches
   on the device, each image with its own op and magnitude. Written here because torchvision's tensor ops take one
   magnitude per call (one op for the whole batch) and no batch library draws per-sample ops of these two policies.
-  Every op is computed for the whole batch and each image keeps its own op's result (``torch.where``), so nothing
-  waits on the device. The op table and the magnitude bins are torchvision's (``_augmentation_space``); the
-  geometry is torchvision's inverse-affine convention, with nearest sampling and a black fill (its defaults).
+  On an accelerator every op is computed for the whole batch and each image keeps its own op's result
+  (``torch.where``), so nothing waits on the device; on the CPU each op runs on the images that drew it. The op
+  table and the magnitude bins are torchvision's (``_augmentation_space``); the geometry is torchvision's
+  inverse-affine convention, with nearest sampling and a black fill (its defaults).
   One known difference from PIL: where a source point falls on or within rounding of a pixel border, PIL (which
   accumulates the coordinate along each row, in fixed point for nearest sampling) can pick the neighbouring pixel;
   the device path takes the exact coordinate's. It touches a few percent of pixels at large rotations, and whole
@@ -80,7 +81,19 @@ class Policy:
         return images
 
 
-def _apply_ops(images: torch.Tensor, names: list[str], op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+def _apply_ops(
+    images: torch.Tensor, names: list[str], op: torch.Tensor, magnitude: torch.Tensor, by_subset: bool | None = None
+) -> torch.Tensor:
+    """Each image through op ``op[i]`` with ``magnitude[i]``. On an accelerator every op runs on the whole batch and
+    each image keeps its own op's result (no host-device sync); on the CPU, where there is nothing to wait for,
+    each op runs only on the images that drew it (13 times less work)."""
+    if by_subset if by_subset is not None else images.device.type == "cpu":
+        out = images.clone()
+        for index, name in enumerate(names):
+            chosen = (op == index).nonzero().flatten()
+            if name != "Identity" and len(chosen):
+                out[chosen] = OPS[name](images[chosen], magnitude[chosen])
+        return out
     out = images
     for index, name in enumerate(names):
         if name == "Identity":
@@ -199,7 +212,7 @@ def _sharpness(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 
 
 def _posterize(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    step = torch.pow(2.0, 8 - magnitude.trunc()).view(-1, 1, 1, 1)
+    step = torch.pow(2.0, 8 - magnitude.trunc().clamp(0, 8)).view(-1, 1, 1, 1)  # bits kept, in 0..8
     return torch.floor(images / step) * step
 
 

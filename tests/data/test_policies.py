@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import autoaugment as torchvision_autoaugment
 
+from accel_recipes.data import policies
 from accel_recipes.data.policies import OPS, Policy
 
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
@@ -58,3 +59,13 @@ def test_every_image_of_a_batch_draws_its_own_op():
     assert 0.5 < changed.float().mean() < 1  # identity (1 op in 14) and no-op draws leave some images alone
     again = Policy("trivial_augment").apply_batch(images, torch.Generator().manual_seed(2))
     assert torch.equal(out, again)
+
+
+def test_the_accelerators_whole_batch_ops_give_the_cpus_per_subset_result():
+    images = torch.randint(0, 256, (64, 3, 16, 16), generator=torch.Generator().manual_seed(3)).float()
+    names = ["Identity", *OPS]
+    op = torch.arange(64) % len(names)
+    magnitude = torch.linspace(-0.5, 0.9, 64).where(op < 10, torch.linspace(2, 200, 64).round())
+    subset = policies._apply_ops(images, names, op, magnitude, by_subset=True)
+    whole = policies._apply_ops(images, names, op, magnitude, by_subset=False)
+    assert torch.equal(subset, whole)
