@@ -5,48 +5,12 @@ of milliseconds per batch (median of the repeats), the device synchronised aroun
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 
-from accel_recipes.data.batch_augment import crop_flip, draw_crop_flip
-from accel_recipes.data.policies import Policy
+from accel_recipes.bench.datapath_setup import measure_policy_cost
 from accel_recipes.errors import ConfigError, run_entry_point
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def milliseconds_per_batch(work: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        work()
-        _synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def measure(device: torch.device, batch_size: int, image_size: int, repeats: int) -> list[tuple[str, float]]:
-    generator = torch.Generator(device=device).manual_seed(0)
-    images = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
-
-    def base() -> torch.Tensor:
-        top, left, flip = draw_crop_flip(batch_size, 4, generator)
-        return crop_flip(images, top, left, flip, 4)
-
-    rows = [("crop_flip", milliseconds_per_batch(base, device, repeats))]
-    for policy in (Policy("trivial_augment"), Policy("rand_augment", magnitude=9, num_ops=2)):
-        label = f"crop_flip + {policy.name}" + (" (m9, 2 ops)" if policy.name == "rand_augment" else "")
-        rows.append((label, milliseconds_per_batch(lambda p=policy: p.apply_batch(base(), generator), device, repeats)))
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
               f"batch {args.batch_size} x 3 x {args.image_size} x {args.image_size} uint8")  # fmt: skip
         print("| augmentation | ms per batch |\n|---|---|")
-        for label, milliseconds in measure(device, args.batch_size, args.image_size, args.repeats):
+        for label, milliseconds in measure_policy_cost(device, args.batch_size, args.image_size, args.repeats):
             print(f"| {label} | {milliseconds:.2f} |")
 
     return run_entry_point(run)

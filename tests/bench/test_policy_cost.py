@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import torch
 
-from accel_recipes.bench.policy_cost import main, measure
+from accel_recipes.bench.datapath_setup import measure_policy_cost
+from accel_recipes.bench.policy_cost import main
 
 
 def test_the_table_has_the_plain_crop_and_both_policies(capsys):
-    rows = measure(torch.device("cpu"), batch_size=8, image_size=16, repeats=2)
+    rows = measure_policy_cost(torch.device("cpu"), batch_size=8, image_size=16, repeats=2)
     assert [label.split(" (")[0] for label, _ in rows] == [
         "crop_flip",
         "crop_flip + trivial_augment",
