@@ -276,8 +276,31 @@ def _setup_rows(config: dict[str, Any], results: dict[str, Any], facts: dict[str
         ("Label smoothing", _value(config, "label_smoothing_factor")),
         ("Seed", _value(config, "seed")),
     ]
+    rows += _regularization_rows(config, results)
     if results.get("skipped_updates"):
         rows.append(("Skipped updates (non-finite fp16 gradients)", _value(results, "skipped_updates")))
+    return rows
+
+
+def _regularization_rows(config: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, str]]:
+    """Mixup / cutmix, random erasing, the policy and the EMA, where the run used them."""
+    rows = []
+    if config.get("augmentation") == "rand_augment":
+        rows.append(("Policy", f"RandAugment ({config.get('rand_augment_num_ops')} ops, magnitude "
+                               f"{config.get('rand_augment_magnitude')})"))  # fmt: skip
+    elif config.get("augmentation") == "trivial_augment":
+        rows.append(("Policy", "TrivialAugmentWide"))
+    mixing = [f"{name} alpha {config[f'{name}_alpha']}" for name in ("mixup", "cutmix") if config.get(f"{name}_alpha")]
+    if mixing:
+        rows.append(("Mixup / cutmix", f"{', '.join(mixing)}, probability {_value(config, 'mixup_prob')}"))
+    if config.get("random_erasing"):
+        rows.append(("Random erasing", f"probability {_value(config, 'random_erasing')}"))
+    if config.get("model_ema"):
+        exported = "the EMA weights" if results.get("exported_weights") == "ema" else "the live weights"
+        rows.append(("EMA of the weights", f"decay {_value(config, 'model_ema_decay')}; exported: {exported}"))
+    if config.get("eval_flip_tta"):
+        tta = results.get("test_tta_accuracy", results.get("eval_tta_accuracy"))
+        rows.append(("Flip TTA accuracy (reported apart)", _percent(tta)))
     return rows
 
 

@@ -8,10 +8,13 @@ loader per source and the micro-batch step. The rest of the benchmark sees only 
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -58,7 +61,9 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
             f"{training.per_device_train_batch_size} x {accelerator.num_processes} process(es); "
             "lower per_device_train_batch_size"
         )
-    step = TrainingStep(training, spec, accelerator, batches)  # a schedule as long as a run's with these batches
+    step = TrainingStep(
+        training, spec, accelerator, batches, data.num_classes
+    )  # a schedule as long as a run's with these batches
     loaders = {
         "synthetic": lambda source: factory.synthetic(),
         "resident": lambda source: factory.resident(data.train, train=True),
@@ -75,3 +80,44 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
     step.model.train()
     clock = DeviceClock(accelerator.device)
     return Datapath(args, accelerator, feeds, train_batch, clock, spec.describe(), len(data.train))
+
+
+# ---- the per-image policies' cost on the device (bench/policy_cost.py) ----
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def milliseconds_per_batch(work: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
+    work()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        work()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def measure_policy_cost(
+    device: torch.device, batch_size: int, image_size: int, repeats: int
+) -> list[tuple[str, float]]:
+    """(label, ms per batch) for crop + flip alone and with each policy, on ``device`` (``bench/policy_cost.py``)."""
+    from accel_recipes.data.batch_augment import crop_flip, draw_crop_flip
+    from accel_recipes.data.policies import Policy
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    images = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
+
+    def base() -> torch.Tensor:
+        top, left, flip = draw_crop_flip(batch_size, 4, generator)
+        return crop_flip(images, top, left, flip, 4)
+
+    rows = [("crop_flip", milliseconds_per_batch(base, device, repeats))]
+    for policy in (Policy("trivial_augment"), Policy("rand_augment", magnitude=9, num_ops=2)):
+        label = f"crop_flip + {policy.name}" + (" (m9, 2 ops)" if policy.name == "rand_augment" else "")
+        rows.append((label, milliseconds_per_batch(lambda p=policy: p.apply_batch(base(), generator), device, repeats)))
+    return rows

@@ -85,13 +85,18 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata=_help("truncate the training set (debugging)"))
     max_eval_samples: int | None = field(default=None, metadata=_help("truncate validation and test sets"))
-    augmentation: Literal["auto", "crop_flip", "resized_crop", "none"] = field(
+    augmentation: Literal["auto", "crop_flip", "resized_crop", "none", "trivial_augment", "rand_augment"] = field(
         default="auto",
         metadata=_help(
             "crop_flip: random crop with reflect padding + flip at native size; resized_crop: random-resized "
-            "crop + flip at the backbone's size; auto: crop_flip from scratch at native size, else resized_crop"
+            "crop + flip at the backbone's size; auto: crop_flip from scratch at native size, else resized_crop; "
+            "trivial_augment / rand_augment: auto's crop, then torchvision's TrivialAugmentWide / RandAugment"
         ),
     )
+    rand_augment_magnitude: int = field(
+        default=9, metadata=_help("rand_augment only: magnitude of every op, 0..30 (timm's rand-m9)")
+    )
+    rand_augment_num_ops: int = field(default=2, metadata=_help("rand_augment only: ops applied to each image"))
     crop_padding: int = field(default=4, metadata=_help("reflect padding of the crop_flip augmentation"))
     data_pipeline: Literal["stream", "resident", "auto", "synthetic"] = field(
         default="stream",
@@ -144,6 +149,20 @@ class TrainingArguments:
     warmup_ratio: float = field(default=0.0, metadata=_help("fraction of updates spent warming up"))
     warmup_steps: int = field(default=0, metadata=_help("updates spent warming up (wins over warmup_ratio)"))
     label_smoothing_factor: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
+    mixup_alpha: float = field(default=0.0, metadata=_help("mixup Beta(alpha, alpha) on each micro-batch; 0: off"))
+    cutmix_alpha: float = field(default=0.0, metadata=_help("cutmix Beta(alpha, alpha) on each micro-batch; 0: off"))
+    mixup_prob: float = field(default=1.0, metadata=_help("probability that a micro-batch is mixed (mixup or cutmix)"))
+    mixup_switch_prob: float = field(
+        default=0.5, metadata=_help("with both alphas set: probability of cutmix instead of mixup")
+    )
+    random_erasing: float = field(
+        default=0.0, metadata=_help("probability of erasing a box of each training image with noise (timm's reprob)")
+    )
+    model_ema: bool = field(default=False, metadata=_help("keep an exponential moving average of the weights"))
+    model_ema_decay: float = field(default=0.9998, metadata=_help("EMA decay per optimizer update (timm's default)"))
+    model_ema_warmup: bool = field(
+        default=False, metadata=_help("EMA decay warm-up: 1 - (1 + update) ** -2/3, capped at model_ema_decay")
+    )
     max_grad_norm: float = field(default=0.0, metadata=_help("clip the gradient norm to this; 0 turns it off"))
     dataloader_pin_memory: bool = field(default=True, metadata=_help("page-locked host batches, non-blocking copies"))
     dataloader_num_workers: int = field(default=0, metadata=_help("loader worker processes"))
@@ -156,8 +175,14 @@ class TrainingArguments:
     save_total_limit: int | None = field(
         default=2, metadata=_help("checkpoints kept (the best is always kept too); None keeps all")
     )
-    metric_for_best_model: Literal["accuracy", "f1", "loss"] = field(
-        default="accuracy", metadata=_help("validation metric that picks the best checkpoint")
+    metric_for_best_model: Literal["accuracy", "f1", "loss", "ema_accuracy", "ema_f1", "ema_loss"] = field(
+        default="accuracy",
+        metadata=_help(
+            "validation metric that picks the best checkpoint; ema_*: of the EMA weights, which are then exported"
+        ),
+    )
+    eval_flip_tta: bool = field(
+        default=False, metadata=_help("also evaluate on the logits of each image and its mirror averaged (eval_tta_*)")
     )
     load_best_model_at_end: bool = field(
         default=True, metadata=_help("evaluate on test and export the best checkpoint, not the last")

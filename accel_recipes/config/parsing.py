@@ -150,6 +150,7 @@ def validate(args: RecipeArguments) -> None:
             "the model would be worthless. Set push_to_hub false for a throughput measurement, or pick a real "
             "data_pipeline"
         )
+    _validate_regularization(args)
     known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
     for tracker in training.report_targets():
         if tracker not in known_trackers:
@@ -179,6 +180,34 @@ def _check_ranges(args: RecipeArguments) -> None:
         raise ConfigError(f"'adam_epsilon' must be positive, got {args.training.adam_epsilon}")
     if args.training.max_nonfinite_steps < 1:
         raise ConfigError(f"'max_nonfinite_steps' must be at least 1, got {args.training.max_nonfinite_steps}")
+
+
+def _validate_regularization(args: RecipeArguments) -> None:
+    """EMA, mixup / cutmix, random erasing and the augmentation policies."""
+    data, training = args.data, args.training
+    for name in ("mixup_prob", "mixup_switch_prob", "random_erasing"):
+        if not 0 <= getattr(training, name) <= 1:
+            raise ConfigError(f"'{name}' is a probability and must be in [0, 1], got {getattr(training, name)}")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(training, name) < 0:
+            raise ConfigError(f"'{name}' must be 0 (off) or positive, got {getattr(training, name)}")
+    mixing = training.mixup_alpha > 0 or training.cutmix_alpha > 0
+    if mixing and training.per_device_train_batch_size % 2:
+        raise ConfigError(
+            f"mixup / cutmix pair each image with another of its micro-batch, so 'per_device_train_batch_size' "
+            f"must be even, got {training.per_device_train_batch_size}"
+        )
+    if not 0 <= training.model_ema_decay < 1:
+        raise ConfigError(f"'model_ema_decay' must be in [0, 1), got {training.model_ema_decay}")
+    if training.metric_for_best_model.startswith("ema_") and not training.model_ema:
+        raise ConfigError(
+            f"'metric_for_best_model: {training.metric_for_best_model}' needs the EMA weights: pass "
+            "--model_ema true, or choose accuracy, f1 or loss"
+        )
+    if not 0 <= data.rand_augment_magnitude <= 30:
+        raise ConfigError(f"'rand_augment_magnitude' must be in [0, 30], got {data.rand_augment_magnitude}")
+    if data.rand_augment_num_ops < 1:
+        raise ConfigError(f"'rand_augment_num_ops' must be at least 1, got {data.rand_augment_num_ops}")
 
 
 def parse_args(argv: list[str] | None = None) -> RecipeArguments:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from ..config import DataArguments, TrainingArguments
 from .bundle import DataBundle
 from .loaders import make_dataloader
+from .policies import Policy, policy_of
 from .resident import ResidentLoader, choose_pipeline, decode_split
 from .synthetic import SyntheticLoader, first_batch
 from .transforms import make_transform, resolve_augmentation
@@ -49,6 +50,7 @@ class Loaders:
     test: Any | None
     pipeline: str  # stream, resident or synthetic (auto made concrete)
     augmentation: str  # crop_flip, resized_crop or none (auto made concrete)
+    policy: Policy | None = None  # trivial_augment / rand_augment after the crop, on the training loader
 
 
 class LoaderFactory:
@@ -66,6 +68,9 @@ class LoaderFactory:
         self.data, self.data_args, self.training = data, data_args, training
         self.model_input, self.accelerator, self.cache_dir = model_input, accelerator, cache_dir
         self.augmentation = resolve_augmentation(data_args, model_input.pretrained, model_input.size, data.native_size)
+        self.policy = policy_of(
+            data_args.augmentation, data_args.rand_augment_magnitude, data_args.rand_augment_num_ops
+        )
 
     def build(self) -> Loaders:
         data = self.data
@@ -78,7 +83,7 @@ class LoaderFactory:
             train = self.synthetic() if pipeline == "synthetic" else self.resident(data.train, train=True)
             validation = self.resident(data.validation, train=False)
             test = self.resident(data.test, train=False) if data.test is not None else None
-        return Loaders(train, validation, test, pipeline, self.augmentation)
+        return Loaders(train, validation, test, pipeline, self.augmentation, self.policy)
 
     def _batch_size(self, train: bool) -> int:
         return self.training.per_device_train_batch_size if train else self.training.per_device_eval_batch_size
@@ -96,6 +101,7 @@ class LoaderFactory:
             self.data.native_size,
             self.data_args.crop_padding,
             model_input.interpolation,
+            self.policy if train else None,
         )
         loader = make_dataloader(
             split,
@@ -128,6 +134,7 @@ class LoaderFactory:
             input_size=self.model_input.size,
             crop_padding=self.data_args.crop_padding,
             interpolation=self.model_input.interpolation,
+            policy=self.policy if train else None,
             process_index=accelerator.process_index,
             num_processes=accelerator.num_processes,
         )

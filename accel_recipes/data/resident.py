@@ -28,6 +28,7 @@ from ..io import atomic_file
 from .batch_augment import crop_flip, draw_crop_flip, draw_resized_crop_boxes, resize, resized_crop
 from .errors import DataError
 from .loaders import decode_image
+from .policies import Policy
 from .splits import labels_of
 from .transforms import AUGMENTATIONS, to_rgb
 
@@ -275,6 +276,7 @@ class ResidentLoader(DeviceLoader):
         input_size: int | None = None,
         crop_padding: int = 4,
         interpolation: str = "bilinear",
+        policy: Policy | None = None,
         process_index: int = 0,
         num_processes: int = 1,
     ) -> None:
@@ -299,6 +301,7 @@ class ResidentLoader(DeviceLoader):
         self.batch_size, self.train, self.drop_last, self.seed = batch_size, train, drop_last, seed
         self.augmentation, self.crop_padding, self.interpolation = augmentation, crop_padding, interpolation
         self.input_size = input_size or images.shape[-1]
+        self.policy = policy
         self.process_index, self.num_processes = process_index, num_processes
         self.generator = torch.Generator(device=self.device)
 
@@ -336,14 +339,20 @@ class ResidentLoader(DeviceLoader):
         if not self.train or self.augmentation == "none":
             return (images if native else resize(images, self.input_size, self.interpolation)), labels
         self.generator.manual_seed(_seed(self.seed, epoch, self.process_index, batch))
+        images = self._crop(images, native)
+        if self.policy is not None:  # per image, after the crop and flip, as on the stream path
+            images = self.policy.apply_batch(images, self.generator)
+        return images, labels
+
+    def _crop(self, images: torch.Tensor, native: bool) -> torch.Tensor:
         if self.augmentation == "resized_crop":
             boxes = draw_resized_crop_boxes(len(images), images.shape[-2], images.shape[-1], self.generator)
             flip = torch.rand(len(images), generator=self.generator, device=self.device) < 0.5
-            return resized_crop(images, boxes, flip, self.input_size, self.interpolation), labels
+            return resized_crop(images, boxes, flip, self.input_size, self.interpolation)
         if not native:  # as the stream path: resize to the input size, then crop with padding there
             images = resize(images, self.input_size, self.interpolation)
         top, left, flip = draw_crop_flip(len(images), self.crop_padding, self.generator)
-        return crop_flip(images, top, left, flip, self.crop_padding), labels
+        return crop_flip(images, top, left, flip, self.crop_padding)
 
     def _epoch(self, epoch: int) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(epoch)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..config import DataArguments
 from .errors import DataError
+from .policies import POLICIES, Policy
 
 AUGMENTATIONS = ("crop_flip", "resized_crop", "none")
 RESIZED_CROP_SCALE = (0.35, 1.0)
@@ -31,13 +32,14 @@ INTERPOLATIONS = {
 
 
 def resolve_augmentation(data: DataArguments, pretrained: bool, input_size: int, native_size: int) -> str:
-    """``data.augmentation``, with ``auto`` made concrete: crop_flip when training from scratch at the images'
-    native size (the CIFAR recipe), else resized_crop (pretrained backbones, or images resized to the input)."""
+    """``data.augmentation``'s crop, with ``auto`` made concrete: crop_flip when training from scratch at the images'
+    native size (the CIFAR recipe), else resized_crop (pretrained backbones, or images resized to the input). A
+    policy (trivial_augment, rand_augment) comes after auto's crop (``Policy``)."""
     choice = data.augmentation
-    if choice == "auto":
+    if choice == "auto" or choice in POLICIES:
         return "crop_flip" if input_size == native_size and not pretrained else "resized_crop"
     if choice not in AUGMENTATIONS:
-        raise DataError(f"augmentation must be one of {['auto', *AUGMENTATIONS]}, got {choice!r}")
+        raise DataError(f"augmentation must be one of {['auto', *AUGMENTATIONS, *POLICIES]}, got {choice!r}")
     return choice
 
 
@@ -147,15 +149,22 @@ class ImageTransform:
     native_size: int
     crop_padding: int = 4
     interpolation: str = "bilinear"
+    policy: Policy | None = None
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """``generator`` drives the random augmentation (torch's global one when None)."""
         image = to_rgb(image)
         if self.train and self.augmentation == "resized_crop":
-            return _to_tensor(_flip(self._resized_crop(image, generator), generator))
+            return self._policy(_flip(self._resized_crop(image, generator), generator), generator)
         image = self._resize(image)
         if self.train and self.augmentation == "crop_flip":
-            return _to_tensor(self._crop_flip(np.asarray(image), generator))
+            array = np.ascontiguousarray(self._crop_flip(np.asarray(image), generator))
+            return self._policy(array if self.policy is None else Image.fromarray(array), generator)
+        return self._policy(image, generator) if self.train else _to_tensor(image)
+
+    def _policy(self, image: Image.Image | np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
+        if self.policy is not None and isinstance(image, Image.Image):
+            image = self.policy.apply(image, generator)
         return _to_tensor(image)
 
     def _resize(self, image: Image.Image) -> Image.Image:
@@ -185,6 +194,7 @@ def make_transform(
     native_size: int,
     crop_padding: int = 4,
     interpolation: str = "bilinear",
+    policy: Policy | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """A picklable callable: PIL image -> uint8 tensor (3, input_size, input_size), RGB.
 
@@ -195,6 +205,7 @@ def make_transform(
       small images (32 px) leave little to crop.
     - train + ``none``, and every eval transform: resize to ``input_size`` when the image has another size
       (a 32 px image goes straight to 224 px for a pretrained backbone); no crop, deterministic.
+    - train + ``policy``: torchvision's TrivialAugmentWide / RandAugment after the above, seeded from ``generator``.
     ``native_size`` (the dataset's usual size) is kept for reference; resizing is decided per image, so
     datasets whose images vary in size still give equal-sized tensors.
     """
@@ -206,4 +217,4 @@ def make_transform(
         raise DataError(f"input size must be a positive number of pixels, got {input_size}")
     if crop_padding < 0:
         raise DataError(f"crop_padding must be 0 or more, got {crop_padding}")
-    return ImageTransform(train, augmentation, input_size, native_size, crop_padding, interpolation)
+    return ImageTransform(train, augmentation, input_size, native_size, crop_padding, interpolation, policy)

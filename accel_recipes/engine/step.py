@@ -12,10 +12,10 @@ epoch, as timm's does), which keeps every micro-batch the same size on every pro
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from accel_recipes.config import TrainingArguments
+from accel_recipes.engine.regularize import BatchRegularizer, create_ema
 from accel_recipes.models import ModelSpec, logits_of
 from accel_recipes.models.preprocess import Normalizer
 from accel_recipes.optim import create_optimizer, create_scheduler
@@ -26,7 +26,12 @@ class TrainingStep:
     """The prepared model, optimizer and schedule of a run with ``micro_batches_per_epoch`` training batches."""
 
     def __init__(
-        self, training: TrainingArguments, spec: ModelSpec, accelerator: Accelerator, micro_batches_per_epoch: int
+        self,
+        training: TrainingArguments,
+        spec: ModelSpec,
+        accelerator: Accelerator,
+        micro_batches_per_epoch: int,
+        num_classes: int = 0,
     ) -> None:
         self.training, self.accelerator = training, accelerator
         model = spec.model
@@ -41,22 +46,36 @@ class TrainingStep:
         self.scheduler = create_scheduler(training, self.optimizer.optimizer, self.plan.total_updates)
         accelerator.register_for_checkpointing(self.scheduler)
         self.normalizer = Normalizer(spec.mean, spec.std).to(accelerator.device)
+        self.regularizer = BatchRegularizer(training, num_classes, accelerator.device)
+        # The EMA of the unwrapped weights: DDP keeps them equal on every process, so every EMA copy is equal too.
+        self.ema = create_ema(training, accelerator.unwrap_model(self.model))
+        if self.ema is not None:
+            accelerator.register_for_checkpointing(self.ema)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a uint8 (or 0..255 float) batch: normalised on the device, then the model."""
-        images = self.normalizer(images)
+    def forward(self, images: torch.Tensor, ema: bool = False) -> torch.Tensor:
+        """Logits of a uint8 (or 0..255 float) batch: normalised on the device, then the model (its EMA when
+        ``ema``)."""
+        return self._logits(self.normalizer(images), ema)
+
+    def _logits(self, images: torch.Tensor, ema: bool = False) -> torch.Tensor:
         if self.training.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return logits_of(self.forward_module(images))
+        if not ema:
+            return logits_of(self.forward_module(images))
+        with self.accelerator.autocast():  # as the prepared model's forward runs
+            return logits_of(self.ema.module(images))
 
-    def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int) -> torch.Tensor:
-        """Forward and backward of micro-batch ``micro_index`` of an epoch, its loss weighted for its accumulation
-        window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a window).
+    def micro_batch(self, images: torch.Tensor, labels: torch.Tensor, micro_index: int, epoch: int = 0) -> torch.Tensor:
+        """Forward and backward of micro-batch ``micro_index`` of epoch ``epoch``, its loss weighted for its
+        accumulation window; at the window's end, clipping and the optimizer step (Accelerate skips them inside a
+        window). Random erasing and mixup / cutmix (``BatchRegularizer``) act on the normalised micro-batch first.
         Returns the detached loss times its share of the window, summed into the window's mean loss."""
         training, accelerator, k = self.training, self.accelerator, self.training.gradient_accumulation_steps
         with accelerator.accumulate(self.model):
-            logits = self.forward(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=training.label_smoothing_factor)
+            normalized, targets = self.regularizer(
+                self.normalizer(images), labels, epoch, micro_index, accelerator.process_index
+            )
+            loss = self.regularizer.loss(self._logits(normalized).float(), targets)
             weight = accumulation_weight(self.plan, micro_index, k)
             accelerator.backward(loss * weight)
             if accelerator.sync_gradients and training.max_grad_norm > 0:
@@ -65,9 +84,12 @@ class TrainingStep:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach() * (weight / k)
 
-    def after_update(self) -> bool:
-        """Advance the schedule unless the loss scaler skipped this update; returns whether it was skipped."""
+    def after_update(self, update: int = 0) -> bool:
+        """Advance the schedule and the EMA (``update`` counts updates, this one included) unless the loss scaler
+        skipped this update; returns whether it was skipped."""
         skipped = self.optimizer.step_was_skipped
         if not skipped:
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.accelerator.unwrap_model(self.model), step=update)
         return skipped

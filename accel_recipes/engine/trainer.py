@@ -61,7 +61,7 @@ class Trainer:
             )
         self.training, self.spec, self.data, self.loaders = training, spec, data, loaders
         self.accelerator, self.on_checkpoint = accelerator, on_checkpoint
-        self.step = TrainingStep(training, spec, accelerator, len(loaders.train))
+        self.step = TrainingStep(training, spec, accelerator, len(loaders.train), data.num_classes)
         self.plan = self.step.plan
         self.output_dir = Path(training.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
@@ -107,13 +107,13 @@ class Trainer:
         while (batch := monitor.next_batch(batches)) is not None:
             images, labels = batch
             micro_index += 1
-            window_loss += step.micro_batch(images, labels, micro_index)
+            window_loss += step.micro_batch(images, labels, micro_index, epoch)
             state.train_samples += images.shape[0] * accelerator.num_processes
             state.skipped_images += self.training.per_device_train_batch_size - images.shape[0]
             if not accelerator.sync_gradients:
                 continue
             state.update, state.micro_in_epoch = state.update + 1, micro_index + 1
-            state.skipped_updates += step.after_update()
+            state.skipped_updates += step.after_update(state.update)
             progress.update(1)
             events = monitor.after_update(window_loss)
             if events.paused:
@@ -136,39 +136,60 @@ class Trainer:
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, loader, prefix: str) -> dict[str, float]:
-        """Loss, accuracy and macro-F1 over every sample of ``loader`` exactly once, on any number of processes.
-        Samples labelled -1 are padding (added to even out shards) and are left out."""
+    def evaluate(self, loader, prefix: str, ema: bool = False) -> dict[str, float]:
+        """Loss, accuracy and macro-F1 over every sample of ``loader`` exactly once, on any number of processes,
+        of the live weights or (``ema``) their EMA; with ``eval_flip_tta`` also ``{prefix}_tta_*``, from the logits
+        of each image and its mirror averaged. Samples labelled -1 are padding (added to even out shards) and are
+        left out."""
         model = self.step.model
         model.eval()
-        accumulator = MetricAccumulator(self.data.num_classes, device=self.accelerator.device)
+        flip_tta = self.training.eval_flip_tta
+        accumulators = {
+            name: MetricAccumulator(self.data.num_classes, device=self.accelerator.device)
+            for name in ([prefix, f"{prefix}_tta"] if flip_tta else [prefix])
+        }
         for images, labels in loader:
-            logits = self.step.forward(images).float()
-            losses = F.cross_entropy(logits, labels, reduction="none", ignore_index=-1)
-            predictions, labels, losses = self.accelerator.gather_for_metrics((logits.argmax(dim=-1), labels, losses))
-            keep = labels >= 0
-            accumulator.update(predictions[keep], labels[keep], losses[keep])
+            logits = self.step.forward(images, ema=ema).float()
+            self._accumulate(accumulators[prefix], logits, labels)
+            if flip_tta:
+                mirrored = self.step.forward(images.flip(-1), ema=ema).float()
+                self._accumulate(accumulators[f"{prefix}_tta"], (logits + mirrored) / 2, labels)
         model.train()
-        return accumulator.compute(prefix)
+        return {key: value for name, acc in accumulators.items() for key, value in acc.compute(name).items()}
+
+    def _accumulate(self, accumulator: MetricAccumulator, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        losses = F.cross_entropy(logits, labels, reduction="none", ignore_index=-1)
+        predictions, labels, losses = self.accelerator.gather_for_metrics((logits.argmax(dim=-1), labels, losses))
+        keep = labels >= 0
+        accumulator.update(predictions[keep], labels[keep], losses[keep])
+
+    @property
+    def exports_ema(self) -> bool:
+        """Whether the EMA weights compete for the best model and are exported (``metric_for_best_model: ema_*``)."""
+        return self.training.metric_for_best_model.startswith("ema_")
 
     def evaluate_and_track(self, epoch: float) -> dict[str, float]:
         """Evaluate on validation, log it, and keep the best weights by ``metric_for_best_model``."""
         state, training = self.state, self.training
         metrics = self.evaluate(self.loaders.validation, "eval")
+        if self.step.ema is not None:
+            metrics.update(self.evaluate(self.loaders.validation, "eval_ema", ema=True))
         record = {"step": state.update, "epoch": round(epoch, 4), "train_runtime": state.train_seconds, **metrics}
         self.metrics_log.write(record)
         self.accelerator.log({f"eval/{key[5:]}": value for key, value in metrics.items()}, step=state.update)
         self.accelerator.print(
             f"epoch {epoch:.2f} update {state.update}: eval_loss {metrics['eval_loss']:.4f} "
             f"eval_accuracy {metrics['eval_accuracy']:.4f} eval_f1 {metrics['eval_f1']:.4f}"
+            + (f" eval_ema_accuracy {metrics['eval_ema_accuracy']:.4f}" if "eval_ema_accuracy" in metrics else "")
         )
         value = metrics[f"eval_{training.metric_for_best_model}"]
-        lower_is_better = training.metric_for_best_model == "loss"
+        lower_is_better = training.metric_for_best_model.endswith("loss")
         best = state.best_metric
         improved = best is None or (value < best if lower_is_better else value > best)
         if improved and training.load_best_model_at_end and math.isfinite(value) and self._weights_finite():
             state.best_metric, state.best_update = value, state.update
-            save_weights(self.accelerator, self.step.model, self.best_model_path)
+            weights = self.step.ema.module if self.exports_ema else self.step.model
+            save_weights(self.accelerator, weights, self.best_model_path)
         return metrics
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -213,7 +234,8 @@ class Trainer:
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
-            f"{data.num_classes} classes, augmentation {loaders.augmentation}, {loaders.pipeline} data pipeline\n"
+            f"{data.num_classes} classes, augmentation {loaders.augmentation}"
+            f"{' + ' + loaders.policy.name if loaders.policy else ''}, {loaders.pipeline} data pipeline\n"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {training.per_device_train_batch_size} x "
             f"{training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
@@ -249,6 +271,8 @@ class Trainer:
                 f"loaded the best model (update {state.best_update}, eval_{training.metric_for_best_model} "
                 f"{state.best_metric:.4f}) for the final evaluation"
             )
+        elif self.exports_ema:  # no best model kept: the last EMA weights are the ones exported
+            accelerator.unwrap_model(self.step.model).load_state_dict(self.step.ema.module.state_dict())
         self.monitor.check_weights_finite(self.step.model)  # the weights run.py exports as the model folder
         final = self.evaluate(self.loaders.validation, "eval")
         if self.loaders.test is not None:
@@ -274,6 +298,7 @@ class Trainer:
             "global_batch_size": plan.global_batch_size,
             "mixed_precision": training.mixed_precision,
             "device": _device_name(accelerator.device),
+            "exported_weights": "ema" if self.exports_ema else "live",
         }
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None

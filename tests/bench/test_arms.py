@@ -79,3 +79,15 @@ def test_context_from_the_recipe(micro, steps, asked, expected):
     assert (context.effective_batch, context.ga_steps) == expected
     with pytest.raises(ArmError, match="ga_steps must be at least 2"):
         ArmContext.from_args(args, 1, "fp16")
+
+
+def test_training_switches_are_arms_that_validate_as_recipes():
+    arms = arms_by_name("ema,mixup,cutmix,trivial_augment,rand_augment,erasing,flip_tta,timm=ema+mixup+cutmix+erasing")
+    baseline = arms["baseline"]
+    assert arms["ema"] == {**baseline, "model_ema": True, "metric_for_best_model": "ema_accuracy"}
+    assert arms["mixup"] == {**baseline, "mixup_alpha": 0.8}
+    assert arms["rand_augment"] == {**baseline, "augmentation": "rand_augment", "rand_augment_magnitude": 9}
+    assert arms["erasing"] == {**baseline, "random_erasing": 0.25}
+    assert arms["timm"]["cutmix_alpha"] == 1.0 and arms["timm"]["model_ema"] is True
+    for overrides in arms.values():  # each arm is a valid recipe
+        make_args(overrides)

@@ -25,6 +25,7 @@ from accel_recipes.config import make_args
 from accel_recipes.data import DataError, build_data, make_dataloader, make_transform
 from accel_recipes.data import resident as resident_module
 from accel_recipes.data.batch_augment import draw_resized_crop_boxes
+from accel_recipes.data.policies import Policy
 from accel_recipes.data.resident import ResidentLoader, cache_path, choose_pipeline, decode_split, fits_in_memory
 from accel_recipes.data.splits import labels_of
 from accel_recipes.data.transforms import RESIZED_CROP_RATIO, RESIZED_CROP_SCALE
@@ -83,12 +84,14 @@ def coordinates_decoded(coordinates, tmp_path_factory):
     return decode_split(coordinates, SIZE, tmp_path_factory.mktemp("cache"))
 
 
-def both_paths(coordinates, decoded, augmentation: str, input_size: int = SIZE):
+def both_paths(coordinates, decoded, augmentation: str, input_size: int = SIZE, policy: Policy | None = None):
     """One training epoch of the coordinate images through the stream path and through the resident path."""
-    stream = stream_epoch(coordinates, make_transform(True, augmentation, input_size, SIZE, PAD), 256, shuffle=True)
+    transform = make_transform(True, augmentation, input_size, SIZE, PAD, policy=policy)
+    stream = stream_epoch(coordinates, transform, 256, shuffle=True)
     loader = ResidentLoader(
-        *decoded, 256, train=True, seed=0, augmentation=augmentation, input_size=input_size, crop_padding=PAD
-    )
+        *decoded, 256, train=True, seed=0, augmentation=augmentation, input_size=input_size, crop_padding=PAD,
+        policy=policy,
+    )  # fmt: skip
     return stream, resident_epoch(loader)
 
 
@@ -345,6 +348,51 @@ def test_the_mean_augmented_image_matches_the_stream_paths(coordinates, coordina
     error = torch.sqrt(a.var(0) / len(a) + b.var(0) / len(b) + 0.25 / len(a))  # + rounding of the stream's uint8
     z = (a.mean(0) - b.mean(0)) / error
     assert z.abs().max() < 5
+
+
+# Not magnitude 20: its shear of exactly 0.2 puts source points on pixel borders, where PIL (accumulating the
+# coordinate along each row) and the device path (exact coordinate) pick neighbouring pixels (data.policies).
+POLICIES = [Policy("trivial_augment"), Policy("rand_augment", magnitude=9), Policy("rand_augment", magnitude=15)]
+
+
+def image_statistics(images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image: mean, spread, share of black pixels (the geometric ops' fill) and of saturated ones, and how far
+    red and green (8y and 8x of the source pixel) are from the identity's (the geometric ops' displacement)."""
+    pixels = images.double()
+    rows, columns = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    return {
+        "mean": pixels.mean(dim=(1, 2, 3)).numpy(),
+        "std": pixels.std(dim=(1, 2, 3)).numpy(),
+        "black": (pixels.sum(dim=1) == 0).double().mean(dim=(1, 2)).numpy(),
+        "white": (pixels == 255).double().mean(dim=(1, 2, 3)).numpy(),
+        "blue": pixels[:, 2].mean(dim=(1, 2)).numpy(),
+        "displacement": ((pixels[:, 0] - (8 * rows + 4)).abs() + (pixels[:, 1] - (8 * columns + 4)).abs())
+        .mean(dim=(1, 2))
+        .numpy(),
+    }
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda policy: f"{policy.name}-m{policy.magnitude}")
+def test_policies_are_distributed_as_the_stream_paths(coordinates, coordinates_decoded, policy):
+    """torchvision's policy per PIL image (stream) and the per-image batch ops on the device (resident): the same
+    distributions of what the ops change (brightness, spread, fill, saturation, colour, displacement)."""
+    (stream_images, _), (images, _) = both_paths(coordinates, coordinates_decoded, "crop_flip", policy=policy)
+    plain, _ = stream_epoch(coordinates, make_transform(True, "crop_flip", SIZE, SIZE, PAD), 256, shuffle=True)
+    stream, resident, unaugmented = image_statistics(stream_images), image_statistics(images), image_statistics(plain)
+    for name in stream:
+        assert stats.ks_2samp(stream[name], resident[name], method="asymp").pvalue > 1e-3, name
+    # and the policy does something: the distribution moved away from crop_flip alone
+    assert stats.ks_2samp(stream["displacement"], unaugmented["displacement"], method="asymp").pvalue < 1e-6
+
+
+def test_a_stream_policy_is_seeded_by_the_samples_generator_and_leaves_the_global_one_alone(coordinates):
+    transform = make_transform(True, "crop_flip", SIZE, SIZE, PAD, policy=Policy("trivial_augment"))
+    image = coordinates.cast_column("image", datasets.Image())[5]["image"]
+    state = torch.get_rng_state()
+    outputs = [transform(image, torch.Generator().manual_seed(seed)) for seed in (1, 1, 2, 3, 4, 5)]
+    assert torch.equal(outputs[0], outputs[1])
+    assert any(not torch.equal(outputs[0], other) for other in outputs[2:])
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (5, 5)])

@@ -7,6 +7,10 @@ DataLoader) at the recipe's effective batch size, and adds its switches in the o
 - ``amp``: autocast at fp16 (with dynamic loss scaling) on a GPU, bf16 on a CPU, or the dtype asked for;
 - ``pin``: page-locked host batches and non-blocking copies (the loader's workers are the recipe's in every arm);
 - ``all``: ``ga+amp+pin``;
+- the training switches of timm's train.py, each at timm's usual setting: ``ema`` (EMA of the weights, exported
+  when it validates better: ``metric_for_best_model: ema_accuracy``), ``mixup`` (alpha 0.8), ``cutmix`` (alpha 1.0),
+  ``trivial_augment``, ``rand_augment`` (magnitude 9), ``erasing`` (random erasing, probability 0.25) and
+  ``flip_tta`` (flip test-time augmentation, reported as ``*_tta_*``);
 - ``field:value``: any recipe field, so a new switch needs no code (``resident=data_pipeline:resident``).
 
 ``--arms baseline,ga,amp+pin,fast=all+channels_last:true`` names four arms: two built-in, a combination and a
@@ -22,7 +26,18 @@ from typing import Any
 from accel_recipes.config import FIELDS, RecipeArguments, coerce
 from accel_recipes.errors import ArmError
 
-BUILTIN_ARMS = ("baseline", "ga", "amp", "pin", "all")
+# timm's train.py switches as arms: the fields each sets (``--model-ema``, ``--mixup 0.8``, ``--cutmix 1.0``,
+# ``--aa rand-m9``, ``--reprob 0.25``).
+TRAINING_SWITCHES: dict[str, dict[str, Any]] = {
+    "ema": {"model_ema": True, "metric_for_best_model": "ema_accuracy"},
+    "mixup": {"mixup_alpha": 0.8},
+    "cutmix": {"cutmix_alpha": 1.0},
+    "trivial_augment": {"augmentation": "trivial_augment"},
+    "rand_augment": {"augmentation": "rand_augment", "rand_augment_magnitude": 9},
+    "erasing": {"random_erasing": 0.25},
+    "flip_tta": {"eval_flip_tta": True},
+}
+BUILTIN_ARMS = ("baseline", "ga", "amp", "pin", "all", *TRAINING_SWITCHES)
 AMP_DTYPES = ("fp16", "bf16")
 
 
@@ -86,6 +101,8 @@ def switch_overrides(switch: str, context: ArmContext) -> dict[str, Any]:
         return {"mixed_precision": context.amp_dtype}
     if switch == "pin":
         return {"dataloader_pin_memory": True}
+    if switch in TRAINING_SWITCHES:
+        return dict(TRAINING_SWITCHES[switch])
     raise ArmError(f"unknown switch {switch!r}; the built-in ones are {list(BUILTIN_ARMS)}")
 
 
