@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from accel_recipes.bench.ablate.arms import AMP_DTYPES, BUILTIN_ARMS
 from accel_recipes.bench.ablate.bound import summarize_bounds
 from accel_recipes.bench.ablate.plan import Ablation, AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.bench.ablate.report import Report, markdown_table, write_report
-from accel_recipes.bench.ablate.runner import cpu_threads, run_all
+from accel_recipes.bench.ablate.runner import cpu_threads, run_all, stop_launches_on_sigterm
 from accel_recipes.bench.ablate.summary import RunRecord, summarize_all
 from accel_recipes.bench.common.environment import default_device, environment_facts
 from accel_recipes.bench.common.recipe import add_recipe_fields, reject_unknown, split_fields
@@ -173,12 +172,8 @@ def run_ablation(options: AblationOptions, command: str) -> int:
     return 0 if all(record.ok for record in records) else 1
 
 
-def _exit_on_signal(number: int, frame: object) -> None:
-    raise SystemExit(128 + number)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "recipes/ablate.py", *argv])
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwinds, so the running launch is stopped too
+    stop_launches_on_sigterm()
     return run_entry_point(lambda: run_ablation(parse_options(argv), command))

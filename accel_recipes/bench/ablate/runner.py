@@ -216,3 +216,13 @@ def run_all(
             prune_weights(run.output_dir)
         records.append(record)
     return records
+
+
+def stop_launches_on_sigterm() -> None:
+    """A benchmark's SIGTERM raises SystemExit(128 + 15): the stack unwinds, so the launch running then is stopped
+    too (its process group is signalled on the way out), as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(number: int, frame: object) -> None:
+    raise SystemExit(128 + number)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from accel_recipes.bench.ablate.runner import (
     execute,
     launch_command,
     run_environment,
+    stop_launches_on_sigterm,
 )
 from accel_recipes.bench.ablate.summary import RunRecord
 from accel_recipes.bench.common.environment import default_device, device_name, environment_facts, utc_now
@@ -162,12 +162,8 @@ def run_gpu_check(options: argparse.Namespace, command: str) -> int:
     return 1 if failed else 0
 
 
-def _exit_on_signal(number: int, frame: object) -> None:
-    raise SystemExit(128 + number)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "recipes/gpu_check.py", *argv])
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwinds, so the running launch is stopped too
+    stop_launches_on_sigterm()
     return run_entry_point(lambda: run_gpu_check(build_parser().parse_args(argv), command))
