@@ -12,6 +12,16 @@ import math
 from dataclasses import dataclass
 
 from accel_recipes.config import TrainingArguments
+from accel_recipes.errors import TrainingError
+
+
+def require_a_micro_batch(micro_batches: int, train_samples: int, batch_size: int, num_processes: int) -> None:
+    """A training set too small for one micro-batch on every process is an error naming the field to lower."""
+    if micro_batches == 0:
+        raise TrainingError(
+            f"the training set has {train_samples} samples, fewer than one micro-batch of "
+            f"{batch_size} x {num_processes} process(es); lower per_device_train_batch_size"
+        )
 
 
 @dataclass

@@ -262,8 +262,7 @@ def test_checkpoint_push_does_not_block_training_and_close_waits(online, run):
     pusher = BackgroundPusher(run, "me/x")
     started = time.perf_counter()
     pusher.submit(make_checkpoint(run, 10))
-    assert time.perf_counter() - started < 0.3  # the training thread goes on while the upload runs
-    assert online.commits == []
+    assert online.commits == []  # the training thread goes on while the upload runs
     pusher.close(wait=True)
     assert time.perf_counter() - started >= 0.6 and pusher.pushed == ["checkpoint-10"]
     [commit] = online.commits
@@ -402,9 +401,8 @@ def test_close_with_a_timeout_reports_what_is_unfinished_and_the_upload_goes_on(
     pusher.submit(checkpoints[0])
     time.sleep(0.1)
     pusher.submit(checkpoints[1])
-    started = time.perf_counter()
     assert pusher.close(wait=True, timeout=0.1) is False
-    assert time.perf_counter() - started < 0.45  # the timeout holds
+    assert online.commits == []  # the timeout holds: close returned while checkpoint-10 was still uploading
     assert pusher.dropped == ["checkpoint-20"]  # not started: dropped, and said so
     assert "did not push checkpoint-20" in caplog.text and "still pushing checkpoint-10" in caplog.text
     assert pusher.close(wait=True, timeout=2)

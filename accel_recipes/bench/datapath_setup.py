@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 
 from accel_recipes.bench.datapath import Feed, Source
 from accel_recipes.config import RecipeArguments
-from accel_recipes.errors import TrainingError
+from accel_recipes.plan import require_a_micro_batch
 
 
 @dataclass
@@ -55,12 +55,7 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
     model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
     factory = LoaderFactory(data, args.data, training, model_input, accelerator, args.model.cache_dir)
     batches = len(data.train) // (training.per_device_train_batch_size * accelerator.num_processes)
-    if batches == 0:
-        raise TrainingError(
-            f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
-            f"{training.per_device_train_batch_size} x {accelerator.num_processes} process(es); "
-            "lower per_device_train_batch_size"
-        )
+    require_a_micro_batch(batches, len(data.train), training.per_device_train_batch_size, accelerator.num_processes)
     step = TrainingStep(
         training, spec, accelerator, batches, data.num_classes
     )  # a schedule as long as a run's with these batches

@@ -1,7 +1,8 @@
 """Data: any image-classification source -> standard ``image``/``label`` datasets -> uint8 DataLoaders."""
 
+from accel_recipes.errors import DataError
+
 from .bundle import DataBundle, build_data
-from .errors import DataError
 from .loaders import make_dataloader
 from .pipelines import LoaderFactory, Loaders, ModelInput, build_loaders
 from .resident import DeviceLoader, ResidentLoader, choose_pipeline, decode_split, fits_in_memory

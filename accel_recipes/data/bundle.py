@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
+from accel_recipes.errors import DataError
+
 from ..config import DataArguments
 from .columns import standardize_columns
-from .errors import DataError
 from .sources import load_source
 from .splits import check_split, hold_out, is_unlabeled, pick_splits, truncate
 from .transforms import decode_image, to_rgb

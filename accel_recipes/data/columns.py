@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datasets
 
-from .errors import DataError
+from accel_recipes.errors import DataError
 
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "labels", "fine_label")

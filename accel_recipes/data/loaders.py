@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from accel_recipes.errors import DataError
+
 from ..config import TrainingArguments
-from .errors import DataError
 from .transforms import decode_image
 
 

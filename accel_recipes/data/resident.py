@@ -23,10 +23,11 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from accel_recipes.errors import DataError
+
 from ..config import DataArguments
 from ..io import atomic_file
 from .batch_augment import crop_flip, draw_crop_flip, draw_resized_crop_boxes, resize, resized_crop
-from .errors import DataError
 from .loaders import decode_image
 from .policies import Policy
 from .splits import labels_of

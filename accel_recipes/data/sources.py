@@ -19,8 +19,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from accel_recipes.errors import DataError
+
 from ..hub_access import hub_offline, hub_reachable, offline_reason
-from .errors import DataError
 
 logger = logging.getLogger(__name__)
 

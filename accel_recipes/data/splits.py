@@ -12,7 +12,7 @@ import math
 import datasets
 import numpy as np
 
-from .errors import DataError
+from accel_recipes.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import datasets
 import numpy as np
 import torch
 
-from .errors import DataError
+from accel_recipes.errors import DataError
+
 from .resident import DeviceLoader, decode_images
 from .splits import labels_of
 

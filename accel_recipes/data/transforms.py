@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from accel_recipes.errors import DataError
+
 from ..config import DataArguments
-from .errors import DataError
 from .policies import POLICIES, Policy
 
 AUGMENTATIONS = ("crop_flip", "resized_crop", "none")

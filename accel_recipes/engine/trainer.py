@@ -27,9 +27,10 @@ from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
-from accel_recipes.errors import Preempted, TrainingError
+from accel_recipes.errors import Preempted
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec
+from accel_recipes.plan import require_a_micro_batch
 from accel_recipes.reporting import MetricsLog, truncate_metrics
 
 
@@ -53,12 +54,9 @@ class Trainer:
         accelerator: Accelerator,
         on_checkpoint: Callable[[Path], None] | None = None,
     ) -> None:
-        if len(loaders.train) == 0:
-            raise TrainingError(
-                f"the training set has {len(data.train)} samples, fewer than one micro-batch of "
-                f"{training.per_device_train_batch_size} x {accelerator.num_processes} process(es); "
-                "lower per_device_train_batch_size"
-            )
+        require_a_micro_batch(
+            len(loaders.train), len(data.train), training.per_device_train_batch_size, accelerator.num_processes
+        )
         self.training, self.spec, self.data, self.loaders = training, spec, data, loaders
         self.accelerator, self.on_checkpoint = accelerator, on_checkpoint
         self.step = TrainingStep(training, spec, accelerator, len(loaders.train), data.num_classes)

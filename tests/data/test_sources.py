@@ -122,17 +122,14 @@ def test_idx_folder_named_fashion_gets_fashion_names(tmp_path):
 
 
 @pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Fashion-MNIST is not at /usr/share/datasets/fashion-mnist")
-def test_real_fashion_mnist_loads_quickly(tmp_path):
-    start = time.perf_counter()
+def test_real_fashion_mnist_loads(tmp_path):
     bundle = load(data_args(tmp_path, FASHION_MNIST))
-    elapsed = time.perf_counter() - start
     assert bundle.label_names == FASHION_MNIST_NAMES
     assert len(bundle.train) + len(bundle.validation) == 60000 and len(bundle.test) == 10000
     assert len(bundle.validation) == 6000
     assert bundle.native_size == 28
     assert bundle.mean[0] == pytest.approx(0.286, abs=0.01) and bundle.std[0] == pytest.approx(0.353, abs=0.01)
     assert bundle.test[0]["image"].size == (28, 28)
-    assert elapsed < 30, f"building Fashion-MNIST took {elapsed:.1f}s"
 
 
 def test_image_folder_with_validation_and_grayscale(tmp_path):

@@ -1,0 +1,102 @@
+"""Finished runs compared arm by arm over seeds: ``python -m accel_recipes.bench.seeds RUNS [--baseline plain]``.
+
+RUNS holds one folder per seed (or repeat), each holding one output_dir per arm, as a loop of ``recipes/train.py
+--seed S --output_dir RUNS/seed-S/ARM`` leaves them. For each arm it prints the median and the min-max of each
+metric over the seeds, the median steady throughput and its ratio to the baseline arm's: a Markdown table.
+
+The ablation runner (``recipes/ablate.py``) measures against the paper's baseline (the streaming loader,
+pageable memory) and repeats one seed; this compares whatever runs a user made, at the recipe's own settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accel_recipes.bench.common.stats import median_of, spread
+from accel_recipes.errors import ConfigError, run_entry_point
+
+RESULTS_FILE = "all_results.json"
+THROUGHPUT = "steady_samples_per_second"
+
+
+@dataclass
+class ArmRuns:
+    name: str
+    results: list[dict] = field(default_factory=list)  # one all_results.json per finished seed
+    unfinished: list[str] = field(default_factory=list)  # seed folders where the arm has no results yet
+
+    def values(self, metric: str) -> list[float | None]:
+        return [record.get(metric) for record in self.results]
+
+
+def collect(runs: Path) -> dict[str, ArmRuns]:
+    """Every arm's results over the seed folders under ``runs``, arms in name order."""
+    if not runs.is_dir():
+        raise ConfigError(f"runs folder {str(runs)!r} does not exist; pass the folder holding one folder per seed")
+    arms: dict[str, ArmRuns] = {}
+    for seed_folder in sorted(path for path in runs.iterdir() if path.is_dir()):
+        for arm_folder in sorted(path for path in seed_folder.iterdir() if path.is_dir()):
+            arm = arms.setdefault(arm_folder.name, ArmRuns(arm_folder.name))
+            results_file = arm_folder / RESULTS_FILE
+            if results_file.is_file():
+                arm.results.append(json.loads(results_file.read_text()))
+            else:
+                arm.unfinished.append(seed_folder.name)
+    if not any(arm.results for arm in arms.values()):
+        raise ConfigError(
+            f"no finished run under {str(runs)!r}: expected {runs}/SEED/ARM/{RESULTS_FILE}, as "
+            "`recipes/train.py --seed SEED --output_dir RUNS/SEED/ARM` writes"
+        )
+    return dict(sorted(arms.items()))
+
+
+def _spread_text(values: list[float | None]) -> str:
+    found = spread(values)
+    if found is None:
+        return "-"
+    return f"{found.median:.4f} ({found.min:.4f}-{found.max:.4f})"
+
+
+def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str]) -> str:
+    """The Markdown table: the baseline's row first, then the other arms in name order."""
+    if baseline not in arms:
+        raise ConfigError(f"baseline arm {baseline!r} has no runs; the arms found are {list(arms)}")
+    base_throughput = median_of(arms[baseline].values(THROUGHPUT))
+    header = ["arm", "seeds", *(f"{metric}, median (min-max)" for metric in metrics), "steady images/s, median"]
+    lines = ["| " + " | ".join([*header, f"against `{baseline}`"]) + " |", "|" + "---|" * (len(header) + 1)]
+    for arm in sorted(arms.values(), key=lambda arm: arm.name != baseline):
+        throughput = median_of(arm.values(THROUGHPUT))
+        ratio = f"{throughput / base_throughput:.2f}" if throughput and base_throughput else "-"
+        seeds = str(len(arm.results)) + (f" ({len(arm.unfinished)} unfinished)" if arm.unfinished else "")
+        cells = [f"`{arm.name}`", seeds, *(_spread_text(arm.values(metric)) for metric in metrics)]
+        cells += [f"{throughput:.1f}" if throughput else "-", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, help="the folder holding one folder per seed, each one per arm")
+    parser.add_argument("--baseline", default="plain", help="the arm the throughput is compared to")
+    parser.add_argument(
+        "--metrics",
+        default="test_accuracy",
+        help="comma-separated all_results.json keys to summarise (default: test_accuracy)",
+    )
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+        if not metrics:
+            raise ConfigError(f"--metrics {args.metrics!r} names no metric; e.g. test_accuracy,test_f1")
+        print(table(collect(args.runs), args.baseline, metrics))
+
+    return run_entry_point(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
