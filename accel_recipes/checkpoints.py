@@ -52,6 +52,7 @@ class RunState:
     best_metric: float | None = None
     best_update: int | None = None
     num_classes: int = 0
+    model_ema: bool | None = None  # whether the checkpoint holds an EMA of the weights (None: saved before it said)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -170,9 +171,27 @@ def resolve_checkpoint(training: TrainingArguments, report: Callable[[str], None
     return path
 
 
-def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
-    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG) from ``checkpoint`` and
-    return the run's counters, after checking that the checkpoint was trained on as many classes."""
+def require_same_ema(checkpoint: Path, model_ema: bool, saved: RunState | None = None) -> None:
+    """A checkpoint holds an EMA of the weights exactly when the resuming run keeps one (``model_ema``); a checkpoint
+    saved before it recorded this is not checked. Else Accelerate would say only that the number of custom
+    checkpoints differs from the registered objects."""
+    saved = saved or RunState.from_file(checkpoint / STATE_FILE)
+    if saved.model_ema is None or saved.model_ema == model_ema:
+        return
+    held = "holds an EMA of the weights" if saved.model_ema else "holds no EMA of the weights"
+    raise TrainingError(
+        f"checkpoint '{checkpoint}' {held}, but this run has model_ema {str(model_ema).lower()}; resume with "
+        f"--model_ema {str(saved.model_ema).lower()}, or start a new run (fine-tune from the exported model folder "
+        "with --model_name_or_path)"
+    )
+
+
+def restore_checkpoint(
+    accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str, model_ema: bool | None = None
+) -> RunState:
+    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
+    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes
+    and, when ``model_ema`` is given, that it holds an EMA exactly when this run keeps one."""
     state_file = checkpoint / STATE_FILE
     if not state_file.is_file():
         raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no {STATE_FILE})")
@@ -183,6 +202,8 @@ def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: 
             f"'{dataset_name}' has {num_classes}; resume with the same dataset, or start a new "
             "run (fine-tune from the exported model folder with --model_name_or_path)"
         )
+    if model_ema is not None:
+        require_same_ema(checkpoint, model_ema, saved)
     accelerator.load_state(str(checkpoint))
     return saved
 

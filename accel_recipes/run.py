@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
-from accel_recipes.checkpoints import full_state_dict, resolve_checkpoint
+from accel_recipes.checkpoints import full_state_dict, require_same_ema, resolve_checkpoint
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
@@ -75,7 +75,9 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     accelerator = accelerator or create_accelerator(training)
     check_output_dir(training)
     # a named checkpoint that is not a whole one: an error before anything is written (skips are reported at resume)
-    resolve_checkpoint(training, report=lambda message: None)
+    checkpoint = resolve_checkpoint(training, report=lambda message: None)
+    if checkpoint is not None:
+        require_same_ema(checkpoint, training.model_ema)
     output_dir = Path(training.output_dir)
 
     # ---- data -------------------------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ def test_small_image_stem_resnet_card_loads_it_through_transformers_custom_code(
     assert "small-image stem" in text and "`trust_remote_code=True` tells transformers to import and run" in text
     assert "pip install accel-recipes" not in text and "load_model_folder" not in text
     assert 'timm.create_model("hf-hub:me/resnet", pretrained=True)' not in text
+    assert 'pip install "transformers>=4.48" timm' in text  # TimmWrapper, which the model code builds on
     data = ModelCard.load(card_file).data
     assert data.library_name == "transformers" and "custom_code" in data.tags
 

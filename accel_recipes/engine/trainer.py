@@ -65,7 +65,7 @@ class Trainer:
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
-        self.state = RunState(num_classes=data.num_classes)
+        self.state = RunState(num_classes=data.num_classes, model_ema=training.model_ema)
         self.monitor = UpdateMonitor(training, self.plan, accelerator, self.state, self.checkpoint_dir)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
@@ -206,7 +206,10 @@ class Trainer:
 
     def resume(self, checkpoint: Path) -> None:
         """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
-        saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
+        saved = restore_checkpoint(
+            self.accelerator, checkpoint, self.data.num_classes, self.data.name, model_ema=self.training.model_ema
+        )
+        saved.model_ema = self.training.model_ema  # what later checkpoints of this run hold
         self.state = self.monitor.state = saved
         # a checkpoint of an epoch's last update comes before that epoch's evaluation, which the resumed run repeats
         at_epoch_end = saved.micro_in_epoch >= self.plan.micro_batches_per_epoch

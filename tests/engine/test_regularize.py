@@ -18,6 +18,7 @@ from accel_recipes.checkpoints import RunState, restore_checkpoint, save_checkpo
 from accel_recipes.config import make_args
 from accel_recipes.engine import TrainingStep
 from accel_recipes.engine.regularize import BatchRegularizer
+from accel_recipes.errors import TrainingError
 
 CLASSES = 3
 
@@ -94,6 +95,19 @@ def test_ema_state_resumes_bitwise_from_a_checkpoint(tmp_path):
     restored = weights(fresh.ema.module)
     assert restored.keys() == saved_ema.keys()
     assert all(torch.equal(restored[name], saved_ema[name]) for name in saved_ema)
+
+
+@pytest.mark.parametrize("saved_with_ema", [True, False])
+def test_resuming_with_ema_switched_is_an_error_naming_the_setting(tmp_path, saved_with_ema):
+    step, loader = make_step(model_ema=saved_with_ema)
+    train(step, loader)
+    state = RunState(update=8, num_classes=CLASSES, model_ema=saved_with_ema)
+    checkpoint = save_checkpoint(step.accelerator, tmp_path / "checkpoints", state, limit=None)
+    fresh, _ = make_step(model_ema=not saved_with_ema)
+    with pytest.raises(TrainingError) as error:
+        restore_checkpoint(fresh.accelerator, checkpoint, CLASSES, "tiny", model_ema=not saved_with_ema)
+    assert f"resume with --model_ema {str(saved_with_ema).lower()}" in str(error.value)
+    assert str(checkpoint) in str(error.value)
 
 
 def regularizer(**fields) -> BatchRegularizer:
