@@ -171,11 +171,11 @@ def resolve_checkpoint(training: TrainingArguments, report: Callable[[str], None
     return path
 
 
-def require_same_ema(checkpoint: Path, model_ema: bool, saved: RunState | None = None) -> None:
+def require_same_ema(checkpoint: Path, model_ema: bool) -> None:
     """A checkpoint holds an EMA of the weights exactly when the resuming run keeps one (``model_ema``); a checkpoint
     saved before it recorded this is not checked. Else Accelerate would say only that the number of custom
     checkpoints differs from the registered objects."""
-    saved = saved or RunState.from_file(checkpoint / STATE_FILE)
+    saved = RunState.from_file(checkpoint / STATE_FILE)
     if saved.model_ema is None or saved.model_ema == model_ema:
         return
     held = "holds an EMA of the weights" if saved.model_ema else "holds no EMA of the weights"
@@ -186,12 +186,10 @@ def require_same_ema(checkpoint: Path, model_ema: bool, saved: RunState | None =
     )
 
 
-def restore_checkpoint(
-    accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str, model_ema: bool | None = None
-) -> RunState:
+def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
     """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
-    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes
-    and, when ``model_ema`` is given, that it holds an EMA exactly when this run keeps one."""
+    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes.
+    Whether it holds an EMA is checked earlier, before the run writes anything (``require_same_ema``)."""
     state_file = checkpoint / STATE_FILE
     if not state_file.is_file():
         raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no {STATE_FILE})")
@@ -202,8 +200,6 @@ def restore_checkpoint(
             f"'{dataset_name}' has {num_classes}; resume with the same dataset, or start a new "
             "run (fine-tune from the exported model folder with --model_name_or_path)"
         )
-    if model_ema is not None:
-        require_same_ema(checkpoint, model_ema, saved)
     accelerator.load_state(str(checkpoint))
     return saved
 

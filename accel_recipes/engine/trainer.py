@@ -206,9 +206,7 @@ class Trainer:
 
     def resume(self, checkpoint: Path) -> None:
         """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
-        saved = restore_checkpoint(
-            self.accelerator, checkpoint, self.data.num_classes, self.data.name, model_ema=self.training.model_ema
-        )
+        saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
         saved.model_ema = self.training.model_ema  # what later checkpoints of this run hold
         self.state = self.monitor.state = saved
         # a checkpoint of an epoch's last update comes before that epoch's evaluation, which the resumed run repeats
