@@ -236,6 +236,9 @@ def _write_timm(
         "std": list(spec.std),
         "interpolation": spec.interpolation,
         "crop_pct": 1.0,
+        # evaluation resizes the whole image to input_size x input_size (make_transform), as transformers'
+        # image processor does; timm's default ("center": shorter side, then a centre crop) differs off square
+        "crop_mode": "squash",
     }
     kwargs: dict[str, Any] = {"model_config": {"label_names": label_names}}
     if "data_config" in inspect.signature(save_config_for_hf).parameters:  # timm >= 1.0.2x
@@ -255,9 +258,15 @@ def _write_timm(
         # (it passes num_classes and **model_args to timm.create_model)
         updates["model_args"] = {key: value for key, value in config["model_args"].items() if key != "num_classes"}
     if spec.small_image_stem:
-        _write_image_processor(spec, folder)  # what transformers' pipeline reads; timm reads pretrained_cfg
-        # transformers reads a timm folder's image processor from config.json: this key sends it to the file above
-        updates["image_processor_type"] = "ViTImageProcessor"
+        # what transformers' pipeline reads (timm reads pretrained_cfg). Up to 5.24, AutoImageProcessor reads
+        # preprocessor_config.json; from 5.25 it reads a folder that looks like timm's (config.json holds a
+        # pretrained_cfg) from config.json alone, so config.json carries the same processor settings: without
+        # them the class defaults (224 px) win. The processor's own keys never collide with timm's.
+        processor = _write_image_processor(spec, folder)
+        collisions = set(processor) & (set(config) | set(updates))
+        if collisions:
+            raise ExportError(f"the image processor's keys {sorted(collisions)} collide with timm's config.json")
+        updates.update(processor)
         updates["auto_map"] = _write_remote_code("timm", folder)
     _update_json(folder / "config.json", updates)
 
@@ -279,8 +288,9 @@ def _write_transformers(
     _update_json(folder / "config.json", updates)
 
 
-def _write_image_processor(spec: ModelSpec, folder: Path) -> None:
-    """A ``ViTImageProcessor`` (works for every backbone: a plain resize + normalise) with the training input."""
+def _write_image_processor(spec: ModelSpec, folder: Path) -> dict[str, Any]:
+    """A ``ViTImageProcessor`` (works for every backbone: a plain resize + normalise) with the training input;
+    what it wrote to preprocessor_config.json."""
     from transformers import ViTImageProcessor
 
     size = spec.input_size
@@ -294,6 +304,7 @@ def _write_image_processor(spec: ModelSpec, folder: Path) -> None:
         image_std=list(spec.std),
     )
     processor.save_pretrained(str(folder))
+    return json.loads((folder / "preprocessor_config.json").read_text())
 
 
 def _write_remote_code(library: str, folder: Path) -> dict[str, str]:

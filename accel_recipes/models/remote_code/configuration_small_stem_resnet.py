@@ -4,7 +4,7 @@ neither timm's nor transformers' own configurations can express.
 Loaded by transformers from the model folder (``trust_remote_code=True``); imports only transformers.
 """
 
-from transformers import ResNetConfig, TimmWrapperConfig
+from transformers import AutoImageProcessor, ResNetConfig, TimmWrapperConfig, ViTImageProcessor
 
 
 class SmallStemTimmResNetConfig(TimmWrapperConfig):
@@ -16,3 +16,10 @@ class SmallStemTimmResNetConfig(TimmWrapperConfig):
 
 class SmallStemResNetConfig(ResNetConfig):
     """A transformers ResNet whose embedder is the small-image stem."""
+
+
+# transformers 4.x's pipeline() loads an image processor only for configuration classes it has registered, so
+# without this it builds none for these two. The folder's preprocessor_config.json describes a ViTImageProcessor
+# (a plain resize + normalise to the training input); the keywords are those every release since 4.48 accepts.
+for _config_class in (SmallStemTimmResNetConfig, SmallStemResNetConfig):
+    AutoImageProcessor.register(_config_class, slow_image_processor_class=ViTImageProcessor, exist_ok=True)
