@@ -78,7 +78,10 @@ class Trainer:
         )
         with self.monitor.stop:
             for epoch in range(self.state.epoch, plan.epochs):
-                if self.state.update >= plan.total_updates:
+                # Resumed from a checkpoint of the last update saved before its epoch's end: train_epoch trains
+                # nothing, and the epoch's evaluation (which resume dropped from metrics.jsonl) and save run again.
+                epoch_end_pending = self.state.micro_in_epoch >= plan.micro_batches_per_epoch
+                if self.state.update >= plan.total_updates and not epoch_end_pending:
                     break
                 self.train_epoch(epoch, progress)
                 if training.eval_strategy == "epoch":

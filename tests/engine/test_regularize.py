@@ -1,108 +1,111 @@
-"""EMA of the weights, mixup / cutmix and random erasing as the engine applies them (``engine.regularize``, through
-``TrainingStep``): the EMA follows timm's formula once per optimizer update and resumes bitwise; mixed targets are
-distributions whose coefficient follows Beta(alpha, alpha) and whose cutmix share is the box's area; erasing hits
-the stated share of images after normalisation."""
+"""EMA of the weights, mixup / cutmix and random erasing as the engine applies them (``engine.regularize``, in the
+real training loop on a tiny MLP, ``loop_harness``): the EMA follows timm's formula once per optimizer update and
+resumes bitwise; mixed targets are distributions whose coefficient follows Beta(alpha, alpha) and whose cutmix share
+is the box's area; erasing hits the stated share of images after normalisation."""
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from accelerate import Accelerator
+from loop_harness import (  # tests/engine is on the path (rootdir import mode)
+    CLASSES,
+    live_weights,
+    make_data,
+    make_trainer,
+    same_weights,
+    tiny_run_environment,
+    training_args,
+    weights,
+)
 from scipy import stats
-from test_step import make_problem, spec_of  # tests/engine is on the path (rootdir import mode)
-from torch.utils.data import DataLoader, TensorDataset
 
-from accel_recipes.checkpoints import RunState, require_same_ema, restore_checkpoint, save_checkpoint
+from accel_recipes.checkpoints import list_checkpoints, require_same_ema
 from accel_recipes.config import make_args
-from accel_recipes.engine import TrainingStep
 from accel_recipes.engine.regularize import BatchRegularizer
 from accel_recipes.errors import TrainingError
 
-CLASSES = 3
+MICRO_BATCHES = 8  # one epoch of the runs below
 
 
-def make_step(k: int = 1, batch: int = 4, micro_batches: int = 8, **fields) -> tuple[TrainingStep, DataLoader]:
-    images, labels, model = make_problem(batch * micro_batches)
-    training = make_args(
-        {
-            "gradient_accumulation_steps": k,
-            "per_device_train_batch_size": batch,
-            "num_train_epochs": 1,
-            "learning_rate": 0.5,
-            "mixed_precision": "no",
-            **fields,
-        }
-    ).training
-    accelerator = Accelerator(gradient_accumulation_steps=k, cpu=True, step_scheduler_with_optimizer=False)
-    loader = accelerator.prepare(DataLoader(TensorDataset(images, labels), batch_size=batch))
-    return TrainingStep(training, spec_of(model), accelerator, micro_batches, num_classes=CLASSES), loader
-
-
-def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
-
-
-def train(step: TrainingStep, loader: DataLoader, on_micro_batch=None) -> int:
-    updates = 0
-    for micro_index, (images, labels) in enumerate(loader):
-        step.micro_batch(images, labels, micro_index)
-        if step.accelerator.sync_gradients:
-            updates += 1
-            step.after_update(updates)
-        if on_micro_batch is not None:
-            on_micro_batch(updates)
-    return updates
+@pytest.fixture(scope="module", autouse=True)
+def environment() -> Iterator[None]:
+    with tiny_run_environment():
+        yield
 
 
 @pytest.mark.parametrize("warmup", [False, True])
-def test_ema_follows_timms_formula_once_per_optimizer_update(warmup):
+def test_ema_follows_timms_formula_once_per_optimizer_update(tmp_path, warmup):
+    """Before every micro-batch of a run with k = 2, and after the run, the EMA is timm's average of the live
+    weights after each update so far: it moves once per update, never inside an accumulation window."""
     decay = 0.9
-    step, loader = make_step(k=2, model_ema=True, model_ema_decay=decay, model_ema_warmup=warmup)
-    live = step.accelerator.unwrap_model(step.model)
-    expected = weights(live)
-    seen_updates = []
+    training = training_args(
+        tmp_path,
+        gradient_accumulation_steps=2,
+        num_train_epochs=1,
+        model_ema=True,
+        model_ema_decay=decay,
+        model_ema_warmup=warmup,
+    )
+    seen: list[tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (updates, live, EMA)
 
-    def check(updates: int) -> None:
-        if updates not in seen_updates and step.accelerator.sync_gradients:
+    def on_batch(epoch: int, index: int, batch: Any) -> None:
+        seen.append((trainer.state.update, live_weights(trainer), weights(trainer.step.ema.module)))
+
+    trainer = make_trainer(training, make_data(MICRO_BATCHES), on_batch=on_batch)
+    result = trainer.fit()
+    seen.append((result.metrics["train_updates"], live_weights(trainer), weights(trainer.step.ema.module)))
+
+    assert result.metrics["train_updates"] == 4
+    expected = dict(seen[0][1])  # the EMA starts as a copy of the initial weights
+    seen_updates = []
+    for updates, live, ema in seen:
+        if updates not in seen_updates and updates > 0:
             seen_updates.append(updates)
             # timm's ModelEmaV3.get_decay(step=updates): the first update copies the weights, then the decay (with
             # warm-up: 1 - (1 + s) ** -2/3 for s = updates - 1, capped at the decay)
             steps_after_first = updates - 1
             rate = decay if not warmup else min(decay, 1 - (1 + steps_after_first) ** (-2 / 3))
             rate = 0.0 if steps_after_first <= 0 else rate
-            for name, value in weights(live).items():
+            for name, value in live.items():
                 expected[name] = rate * expected[name] + (1 - rate) * value
-        for name, value in weights(step.ema.module).items():  # unchanged inside an accumulation window
+        for name, value in ema.items():  # unchanged inside an accumulation window
             torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7)
-
-    assert train(step, loader, check) == 4
     assert seen_updates == [1, 2, 3, 4]
-    assert not torch.equal(weights(step.ema.module)["1.weight"], weights(live)["1.weight"])
+    assert [updates for updates, _, _ in seen] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    assert not torch.equal(seen[-1][2]["1.weight"], seen[-1][1]["1.weight"])
 
 
 def test_ema_state_resumes_bitwise_from_a_checkpoint(tmp_path):
-    step, loader = make_step(model_ema=True, model_ema_decay=0.5)
-    train(step, loader)
-    state = RunState(update=8, num_classes=CLASSES)
-    checkpoint = save_checkpoint(step.accelerator, tmp_path / "checkpoints", state, limit=None)
-    saved_ema = weights(step.ema.module)
+    """The EMA a checkpoint was saved with is the one a resumed Trainer holds, bit for bit, and the resumed run
+    ends with the uninterrupted run's EMA."""
+    fields = {"model_ema": True, "model_ema_decay": 0.5, "num_train_epochs": 1, "save_strategy": "steps"}
+    data = make_data(MICRO_BATCHES)
+    saved: dict[str, dict[str, torch.Tensor]] = {}
 
-    fresh, _ = make_step(model_ema=True, model_ema_decay=0.5)
-    assert not all(torch.equal(fresh.ema.module.state_dict()[n], v) for n, v in saved_ema.items())
-    restore_checkpoint(fresh.accelerator, checkpoint, CLASSES, "tiny")
-    restored = weights(fresh.ema.module)
-    assert restored.keys() == saved_ema.keys()
-    assert all(torch.equal(restored[name], saved_ema[name]) for name in saved_ema)
+    def keep_ema(checkpoint: Path) -> None:
+        saved[checkpoint.name] = weights(first.step.ema.module)
+
+    first = make_trainer(training_args(tmp_path / "first", save_steps=4, **fields), data, on_checkpoint=keep_ema)
+    first.fit()
+    assert sorted(saved) == ["checkpoint-4", "checkpoint-8"]
+
+    resumed = make_trainer(training_args(tmp_path / "resumed", save_steps=4, **fields), data)
+    assert not same_weights(weights(resumed.step.ema.module), saved["checkpoint-4"])
+    resumed.resume(tmp_path / "first" / "checkpoints" / "checkpoint-4")
+    assert same_weights(weights(resumed.step.ema.module), saved["checkpoint-4"])
+    resumed.fit()
+    assert same_weights(weights(resumed.step.ema.module), weights(first.step.ema.module))
 
 
 @pytest.mark.parametrize("saved_with_ema", [True, False])
 def test_resuming_with_ema_switched_is_an_error_naming_the_setting(tmp_path, saved_with_ema):
-    step, loader = make_step(model_ema=saved_with_ema)
-    train(step, loader)
-    state = RunState(update=8, num_classes=CLASSES, model_ema=saved_with_ema)
-    checkpoint = save_checkpoint(step.accelerator, tmp_path / "checkpoints", state, limit=None)
+    training = training_args(tmp_path, model_ema=saved_with_ema, num_train_epochs=1, save_strategy="epoch")
+    make_trainer(training, make_data(MICRO_BATCHES)).fit()
+    checkpoint = list_checkpoints(tmp_path / "checkpoints")[-1]
     with pytest.raises(TrainingError) as error:
         require_same_ema(checkpoint, model_ema=not saved_with_ema)
     assert f"resume with --model_ema {str(saved_with_ema).lower()}" in str(error.value)
@@ -192,9 +195,30 @@ def test_erasing_hits_the_stated_share_of_images_with_noise_and_is_seeded_per_mi
     assert torch.equal(torch.get_rng_state(), state)  # and the global generator is left as it was
 
 
-def test_mixup_trains_on_soft_targets_through_the_step():
-    step, loader = make_step(k=2, mixup_alpha=1.0, cutmix_alpha=1.0, random_erasing=0.5)
-    before = copy.deepcopy(weights(step.accelerator.unwrap_model(step.model)))
-    assert train(step, loader) == 4
-    after = weights(step.accelerator.unwrap_model(step.model))
-    assert any(not torch.equal(before[name], after[name]) for name in before)
+def test_mixup_trains_on_soft_targets_through_the_loop(tmp_path, monkeypatch):
+    """With mixup, cutmix and erasing on, every micro-batch of the loop is scored on soft targets (distributions
+    over the classes), and the run's weights move, to other values than the same run without them."""
+    targets_seen: list[torch.Tensor] = []
+    loss = BatchRegularizer.loss
+
+    def recording_loss(self: BatchRegularizer, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets_seen.append(targets.detach().clone())
+        return loss(self, logits, targets)
+
+    data, fields = make_data(MICRO_BATCHES), {"gradient_accumulation_steps": 2, "num_train_epochs": 1}
+    plain = make_trainer(training_args(tmp_path / "plain", **fields), data).fit()
+    monkeypatch.setattr(BatchRegularizer, "loss", recording_loss)
+    regularized = make_trainer(
+        training_args(tmp_path / "mixed", mixup_alpha=1.0, cutmix_alpha=1.0, random_erasing=0.5, **fields), data
+    )
+    before = live_weights(regularized)
+    result = regularized.fit()
+
+    assert result.metrics["train_updates"] == 4
+    assert len(targets_seen) == MICRO_BATCHES
+    for targets in targets_seen:
+        assert targets.shape == (4, CLASSES)
+        torch.testing.assert_close(targets.sum(dim=1), torch.ones(4))
+    after = weights(result.model)
+    assert not same_weights(before, after)
+    assert not same_weights(after, weights(plain.model))

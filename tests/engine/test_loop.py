@@ -1,0 +1,380 @@
+"""The training loop in process: the real ``Trainer`` (``engine.fit``) on a tiny MLP and in-memory images. Pins the
+order and count of updates, training logs, evaluations and checkpoints as the strategies define them, the best
+model, ``max_steps``, the stop signal, the non-finite stop, and resuming from a checkpoint (``metrics.jsonl``
+truncated so each record is written once, the final weights those of the uninterrupted run).
+
+Every run here has 5 micro-batches an epoch; with ``gradient_accumulation_steps`` 2 an epoch is 3 updates, closed
+after micro-batches 2, 4 and 5 (the last window is cut short by the end of the epoch)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from loop_harness import (  # tests/engine is on the path (rootdir import mode)
+    SaveRecorder,
+    TinyData,
+    kind_of,
+    live_weights,
+    make_data,
+    make_trainer,
+    mean_loss,
+    metrics_of,
+    raised_by,
+    run_fit,
+    same_weights,
+    tiny_run_environment,
+    training_args,
+    weights,
+)
+
+from accel_recipes.checkpoints import RunState, list_checkpoints
+from accel_recipes.errors import Preempted, TrainingError
+
+MICRO_BATCHES = 5
+EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_samples")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment() -> Iterator[None]:
+    with tiny_run_environment():
+        yield
+
+
+@pytest.fixture(scope="module")
+def data() -> TinyData:
+    return make_data(MICRO_BATCHES)
+
+
+def checkpoint_names(output_dir: Path) -> list[str]:
+    return [path.name for path in list_checkpoints(output_dir / "checkpoints")]
+
+
+def test_steps_strategies_log_evaluate_and_save_in_order(data, tmp_path):
+    """logging_steps 4, eval_steps 3, save_steps 2 over 6 updates: at an update, its log comes first, then its
+    evaluation, then its checkpoint; the last update is logged whatever logging_steps says, and checkpointed only
+    when save_steps divides it; save_total_limit 2 keeps the newest two. Each evaluation reports the weights right
+    after its update, and the run ends with the final evaluation of the last weights."""
+    output_dir = tmp_path / "run"
+    training = training_args(
+        output_dir,
+        gradient_accumulation_steps=2,
+        logging_steps=4,
+        eval_strategy="steps",
+        eval_steps=3,
+        save_strategy="steps",
+        save_steps=2,
+        save_total_limit=2,
+    )
+    recorder = SaveRecorder(output_dir)
+    after_update: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_batch(epoch: int, index: int, batch: Any) -> None:
+        # the first micro-batch after update u sees the weights update u left (nothing else changes them)
+        after_update.setdefault(trainer.state.update, live_weights(trainer))
+
+    trainer = make_trainer(training, data, on_batch=on_batch, on_checkpoint=recorder)
+    result = trainer.fit()
+
+    assert recorder.timeline() == [
+        ("save", 2),
+        ("eval", 3),
+        ("log", 4),
+        ("save", 4),
+        ("log", 6),
+        ("eval", 6),
+        ("save", 6),
+        ("final", 6),
+    ]
+    assert checkpoint_names(output_dir) == ["checkpoint-4", "checkpoint-6"]
+    assert result.metrics["train_updates"] == 6 and result.metrics["epoch"] == 2.0
+    records = metrics_of(output_dir)
+    after_update[6] = weights(result.model)  # no load_best_model_at_end: the live weights are the last ones
+    for record in records:
+        if kind_of(record) != "log":
+            assert record["eval_loss"] == pytest.approx(mean_loss(after_update[record["step"]], data.validation))
+    evaluation_at_6, final = records[-2], records[-1]
+    assert {key: final[key] for key in EVAL_KEYS} == {key: evaluation_at_6[key] for key in EVAL_KEYS}
+
+
+def test_epoch_strategies_evaluate_and_save_each_epoch_and_max_steps_ends_mid_epoch(data, tmp_path):
+    """eval_strategy and save_strategy epoch: after each epoch's last update its evaluation, then its checkpoint;
+    max_steps 5 stops the run four micro-batches into the second epoch (5 updates, not the 6 of two epochs), and
+    that cut epoch is still evaluated and saved. A log's epoch is the share of micro-batches trained."""
+    output_dir = tmp_path / "run"
+    training = training_args(
+        output_dir,
+        gradient_accumulation_steps=2,
+        num_train_epochs=5,
+        max_steps=5,
+        logging_steps=2,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+    )
+    recorder = SaveRecorder(output_dir)
+    result = make_trainer(training, data, on_checkpoint=recorder).fit()
+
+    assert recorder.timeline() == [
+        ("log", 2),
+        ("eval", 3),
+        ("save", 3),
+        ("log", 4),
+        ("log", 5),
+        ("eval", 5),
+        ("save", 5),
+        ("final", 5),
+    ]
+    assert result.metrics["train_updates"] == 5
+    assert result.metrics["train_samples"] == (MICRO_BATCHES + 4) * training.per_device_train_batch_size
+    records = metrics_of(output_dir)
+    assert [r["epoch"] for r in records if kind_of(r) == "log"] == [0.8, 1.4, 1.8]  # micro-batches 4/5, 5+2, 5+4
+    assert records[1]["epoch"] == 1.0  # the evaluation at the end of the first epoch
+
+
+def test_each_log_describes_the_update_just_made(data, tmp_path):
+    """The log of update u is written after the update's schedule step (linear: 0.5 x (1 - u / 6), the rate the
+    next update will use), at the share of the epoch's micro-batches trained so far. (The loss it reports, the
+    mean over the update's window, is pinned in test_step.py.)"""
+    training = training_args(tmp_path / "run", gradient_accumulation_steps=2)
+    make_trainer(training, data).fit()
+
+    logs = [r for r in metrics_of(training.output_dir) if kind_of(r) == "log"]
+    assert [r["step"] for r in logs] == [1, 2, 3, 4, 5, 6]
+    assert [r["learning_rate"] for r in logs] == pytest.approx([0.5 * (1 - u / 6) for u in range(1, 7)])
+    assert [r["epoch"] for r in logs] == [0.4, 0.8, 1.0, 1.4, 1.8, 2.0]  # windows end after micro-batches 2, 4, 5
+    assert all(r["skipped_updates"] == 0 and math.isfinite(r["loss"]) for r in logs)
+
+
+@pytest.mark.parametrize(("metric", "load_best"), [("loss", True), ("accuracy", True), ("f1", True), ("loss", False)])
+def test_the_best_evaluation_is_kept_and_loaded_for_the_final_one(data, tmp_path, metric, load_best):
+    """With load_best_model_at_end, the best evaluation by metric_for_best_model (lowest loss, highest accuracy or
+    F1; the first of equals) is kept as best_model/model.safetensors and loaded at the end, so the final
+    evaluation repeats it; without, nothing is kept and the final evaluation is of the last weights."""
+    output_dir = tmp_path / "run"
+    training = training_args(
+        output_dir,
+        num_train_epochs=2,
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_steps=100,
+        metric_for_best_model=metric,
+        load_best_model_at_end=load_best,
+    )
+    result = make_trainer(training, data).fit()
+
+    records = metrics_of(output_dir)
+    evaluations = [r for r in records if kind_of(r) == "eval"]
+    assert [r["step"] for r in evaluations] == list(range(1, 11))
+    values = [r[f"eval_{metric}"] for r in evaluations]
+    chosen = values.index(min(values) if metric == "loss" else max(values))
+    best = evaluations[chosen]
+    best_model = output_dir / "best_model" / "model.safetensors"
+    final = records[-1]
+    if load_best:
+        assert best["step"] < 10, "the data should make an earlier evaluation the best (else nothing is tested)"
+        assert result.metrics["best_update"] == best["step"]
+        assert result.best_model_path == best_model and best_model.is_file()
+        assert {key: final[key] for key in EVAL_KEYS} == {key: best[key] for key in EVAL_KEYS}
+        assert final["eval_loss"] == pytest.approx(mean_loss(weights(result.model), data.validation))
+    else:
+        assert result.metrics["best_update"] is None and result.best_model_path is None
+        assert not best_model.exists()
+        assert {key: final[key] for key in EVAL_KEYS} == {key: evaluations[-1][key] for key in EVAL_KEYS}
+
+
+def test_an_evaluation_only_as_good_as_the_best_does_not_replace_it(data, tmp_path):
+    """A learning rate too small to change any prediction: every evaluation has the same accuracy, so the first
+    stays the best (improving means strictly better) and its weights, not the last ones, are evaluated at the end."""
+    output_dir = tmp_path / "run"
+    training = training_args(
+        output_dir,
+        learning_rate=1e-4,
+        eval_strategy="steps",
+        eval_steps=1,
+        metric_for_best_model="accuracy",
+        load_best_model_at_end=True,
+    )
+    result = make_trainer(training, data).fit()
+
+    records = metrics_of(output_dir)
+    evaluations = [r for r in records if kind_of(r) == "eval"]
+    assert len({r["eval_accuracy"] for r in evaluations}) == 1 and len(evaluations) == 10
+    assert result.metrics["best_update"] == 1
+    assert records[-1]["eval_loss"] == evaluations[0]["eval_loss"] != evaluations[-1]["eval_loss"]
+
+
+# ---- stop, crash and resume --------------------------------------------------------------------------------------
+
+RESUME_FIELDS: dict[str, Any] = {
+    "gradient_accumulation_steps": 2,
+    "num_train_epochs": 3,  # 9 updates
+    "eval_strategy": "epoch",  # evaluations at updates 3, 6 and 9
+    "save_strategy": "steps",
+    "save_steps": 2,  # checkpoints at 2, 4 (mid-epoch), 6 (an epoch's last update, before its evaluation) and 8
+    "model_ema": True,
+    "model_ema_decay": 0.9,
+    "mixup_alpha": 0.4,  # drawn per micro-batch: a resumed run must draw the same
+    "momentum": 0.9,
+}
+
+
+class Crash(Exception):
+    """Stands for the run dying (kill -9, a lost node) between two micro-batches."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> dict[str, Any]:
+    """The run the resumed ones must repeat: its records (without wall-clock values), last weights and EMA."""
+    trainer = make_trainer(training_args(tmp_path_factory.mktemp("uninterrupted"), **RESUME_FIELDS), data)
+    result = trainer.fit()
+    return {
+        "records": metrics_of(trainer.output_dir, without_timing=True),
+        "weights": weights(result.model),
+        "ema": weights(trainer.step.ema.module),
+        "updates": result.metrics["train_updates"],
+    }
+
+
+def resume_and_compare(data: TinyData, output_dir: Path, uninterrupted: dict[str, Any]) -> None:
+    """Resume from the newest checkpoint in ``output_dir`` and require the uninterrupted run's records, each once,
+    and its last weights and EMA, bit for bit."""
+    trainer = make_trainer(training_args(output_dir, **RESUME_FIELDS), data)
+    checkpoint = list_checkpoints(output_dir / "checkpoints")[-1]
+    trainer.resume(checkpoint)
+    result = trainer.fit()
+    records = metrics_of(output_dir, without_timing=True)
+    events = [(kind_of(r), r["step"]) for r in records]
+    assert len(events) == len(set(events)), f"a record was written twice: {events}"
+    assert records == uninterrupted["records"]
+    assert result.metrics["train_updates"] == uninterrupted["updates"]
+    assert same_weights(weights(result.model), uninterrupted["weights"])
+    assert same_weights(weights(trainer.step.ema.module), uninterrupted["ema"])
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "resumed_from", "evaluation_dropped"),
+    [
+        ((1, 4), "checkpoint-4", False),  # mid-epoch: micro-batch 2 of epoch 1 is where the resumed run starts
+        ((2, 2), "checkpoint-6", True),  # epoch end: the evaluation at 6 was written after it and is repeated
+    ],
+)
+def test_resume_after_a_crash_writes_each_record_once_and_ends_with_the_same_weights(
+    data, tmp_path, uninterrupted, crash_at, resumed_from, evaluation_dropped
+):
+    """A run killed after writing records past its newest checkpoint resumes from that checkpoint: the records after
+    it are dropped from metrics.jsonl (and the epoch-end evaluation the resumed run repeats), then written again,
+    and the run ends with the uninterrupted run's records, weights and EMA exactly."""
+    output_dir = tmp_path / "run"
+
+    def crash(epoch: int, index: int, batch: Any) -> None:
+        if (epoch, index) == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        make_trainer(training_args(output_dir, **RESUME_FIELDS), data, on_batch=crash).fit()
+    checkpoint = list_checkpoints(output_dir / "checkpoints")[-1]
+    assert checkpoint.name == resumed_from
+    saved = RunState.from_file(checkpoint / "training_state.json")
+    written = metrics_of(output_dir)
+    assert max(r["step"] for r in written) > saved.update  # records past the checkpoint: truncation is needed
+    at_checkpoint = [kind_of(r) for r in written if r["step"] == saved.update]
+    assert ("eval" in at_checkpoint) == evaluation_dropped
+
+    resume_and_compare(data, output_dir, uninterrupted)
+
+
+def test_fit_resumes_from_the_latest_checkpoint(data, tmp_path, uninterrupted):
+    """``engine.fit`` with resume_from_checkpoint latest picks the newest checkpoint and repeats the uninterrupted
+    run; with no checkpoint yet it starts from scratch."""
+    output_dir = tmp_path / "run"
+    fresh = run_fit(training_args(output_dir, resume_from_checkpoint="latest", max_steps=1, **RESUME_FIELDS), data)
+    assert fresh.metrics["train_updates"] == 1
+    (output_dir / "metrics.jsonl").unlink()
+
+    def crash(epoch: int, index: int, batch: Any) -> None:
+        if (epoch, index) == (2, 0):
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_fit(training_args(output_dir, **RESUME_FIELDS), data, on_batch=crash)
+    result = run_fit(training_args(output_dir, resume_from_checkpoint="latest", **RESUME_FIELDS), data)
+    assert metrics_of(output_dir, without_timing=True) == uninterrupted["records"]
+    assert same_weights(weights(result.model), uninterrupted["weights"])
+
+
+def test_resuming_from_the_last_updates_checkpoint_repeats_the_evaluation_it_dropped(data, tmp_path):
+    """A finished run whose last update (an epoch's end) was checkpointed before that epoch's evaluation, resumed
+    from it (a requeued job killed while exporting): the evaluation at that update is dropped from metrics.jsonl
+    and written again, once, and the best model is the one the finished run chose."""
+    output_dir = tmp_path / "run"
+    fields = {
+        "gradient_accumulation_steps": 2,
+        "eval_strategy": "epoch",
+        "save_strategy": "steps",
+        "save_steps": 3,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "loss",
+    }
+    finished = run_fit(training_args(output_dir, **fields), data)
+    records = metrics_of(output_dir, without_timing=True)
+    assert [(kind_of(r), r["step"]) for r in records if kind_of(r) != "log"] == [("eval", 3), ("eval", 6), ("final", 6)]
+    assert checkpoint_names(output_dir)[-1] == "checkpoint-6"
+
+    resumed = run_fit(training_args(output_dir, resume_from_checkpoint="latest", **fields), data)
+    assert metrics_of(output_dir, without_timing=True) == records
+    assert resumed.metrics["best_update"] == finished.metrics["best_update"]
+    assert same_weights(weights(resumed.model), weights(finished.model))
+
+
+def test_a_stop_signal_saves_at_the_next_update_then_the_run_resumes(data, tmp_path, uninterrupted):
+    """SIGTERM during micro-batch 4 of epoch 1 (the short window of update 6): the loop finishes that update, saves
+    checkpoint-6 and raises Preempted naming it, before the epoch's evaluation; the signal handler is put back;
+    the resumed run then evaluates epoch 2 and ends as the uninterrupted run."""
+    output_dir = tmp_path / "run"
+
+    def stop(epoch: int, index: int, batch: Any) -> None:
+        if (epoch, index) == (1, 4):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    trainer = make_trainer(training_args(output_dir, **RESUME_FIELDS), data, on_batch=stop)
+    stopped = raised_by(Preempted, trainer.fit)
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert stopped.checkpoint == output_dir / "checkpoints" / "checkpoint-6"
+    assert "received SIGTERM" in str(stopped)
+    assert checkpoint_names(output_dir) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    written = metrics_of(output_dir)
+    assert [(kind_of(r), r["step"]) for r in written][-2:] == [("log", 5), ("log", 6)]
+
+    resume_and_compare(data, output_dir, uninterrupted)
+
+
+def test_a_non_finite_loss_streak_stops_the_run_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    """Weights that turn NaN before update 4 (a diverging run): updates 4 and 5 are still logged (loss NaN) but not
+    checkpointed, and update 6, the third non-finite one in a row (max_nonfinite_steps 3), stops the run with an
+    error naming checkpoint-3, the last one saved."""
+    output_dir = tmp_path / "run"
+    training = training_args(
+        output_dir, save_strategy="steps", save_steps=1, max_nonfinite_steps=3, throughput_warmup_steps=100
+    )
+
+    def diverge(epoch: int, index: int, batch: Any) -> None:
+        if (epoch, index) == (0, 3):
+            model = trainer.accelerator.unwrap_model(trainer.step.model)
+            with torch.no_grad():
+                model[3].bias.fill_(math.nan)
+
+    trainer = make_trainer(training, data, on_batch=diverge)
+    message = str(raised_by(TrainingError, trainer.fit))
+    assert "not finite for 3 consecutive updates (from update 4 to 6)" in message
+    assert f"the last good checkpoint is {output_dir / 'checkpoints' / 'checkpoint-3'}" in message
+    assert checkpoint_names(output_dir) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    logs = metrics_of(output_dir)
+    assert [r["step"] for r in logs] == [1, 2, 3, 4, 5]
+    assert [math.isnan(r["loss"]) for r in logs] == [False, False, False, True, True]
