@@ -1,7 +1,9 @@
-"""The package as a wheel: built, installed into an environment where the editable install is invisible, and
-used from a folder outside the clone: a tiny training through the ``accel-recipes-train`` console entry point
-gives the card and the model folder, ``accel-recipes-predict`` predicts, and a Python process that cannot import
-accel_recipes loads the model with the card's line and predicts the same labels."""
+"""The package as a wheel: built, installed as on a machine without network (``pip install --no-index
+--find-links <folder of wheels> accel-recipes``, README.md: Machines without network) into an environment where the
+editable install is invisible, and used from a folder outside the clone: a tiny training through the
+``accel-recipes-train`` console entry point gives the card and the model folder, ``accel-recipes-predict`` predicts,
+and a Python process that cannot import accel_recipes loads the model with the card's line and predicts the same
+labels."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import datagen
 import pytest
 from conftest import ROOT
 from outside_loader import top1_of_predict, top1_outside
+from site_view import site_packages_without
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +32,21 @@ def run(command: list, cwd: Path, env: dict | None = None, timeout: int = 600) -
 
 
 def isolated_environment(root: Path) -> Path:
-    """A fresh venv that sees this interpreter's dependencies but not its editable accel_recipes: the directories
-    are added by a .pth file, and .pth files inside them (the editable finder's) are not processed."""
+    """A fresh venv that has this interpreter's dependencies installed but not accel_recipes, as a GPU node with
+    its own stack has: views of the site-packages without accel_recipes and its metadata (``site_view``) are added
+    by a .pth file, and .pth files inside them (the editable finder's) are not processed."""
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=root)
     (site_packages,) = (venv / "lib").glob("python*/site-packages")
-    dependencies = [path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir()]
-    (site_packages / "dependencies.pth").write_text("\n".join(dependencies) + "\n")
+    dependencies = site_packages_without(["accel_recipes"], root / "dependencies")
+    (site_packages / "dependencies.pth").write_text("\n".join(map(str, dependencies)) + "\n")
     return venv
+
+
+def offline_pip_environment() -> dict[str, str]:
+    """pip with no configuration: no index, no find-links but the ones on its command line."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 def test_the_wheel_trains_predicts_and_shares_from_outside_the_clone(tmp_path):
@@ -46,7 +56,12 @@ def test_the_wheel_trains_predicts_and_shares_from_outside_the_clone(tmp_path):
     (wheel,) = dist.glob("accel_recipes-*.whl")
     venv = isolated_environment(tmp_path)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
-    run([python, "-m", "pip", "install", "--no-deps", "--no-index", wheel], cwd=tmp_path)
+    # Offline, by name, dependencies included: pip finds accel-recipes only in dist/ and resolves every declared
+    # dependency against what the environment already has (the lent site-packages); one missing or out of range
+    # fails the install, as it would on the node.
+    install = [python, "-m", "pip", "install", "--no-index", "--find-links", dist, "accel-recipes"]
+    installed = run(install, cwd=tmp_path, env=offline_pip_environment()).stdout
+    assert "Successfully installed accel-recipes-" in installed, installed
 
     work = tmp_path / "work"  # outside the clone: no recipes/, no model_cards/, no accel_recipes/ beside it
     work.mkdir()

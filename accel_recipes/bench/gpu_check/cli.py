@@ -9,14 +9,15 @@ minutes. ``--smoke`` runs one check of each kind with tiny models, the same code
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
+import accel_recipes
 from accel_recipes.bench.ablate.runner import (
     PlannedRun,
     cpu_threads,
@@ -28,16 +29,14 @@ from accel_recipes.bench.ablate.runner import (
 from accel_recipes.bench.ablate.summary import RunRecord
 from accel_recipes.bench.common.environment import default_device, device_name, environment_facts, utc_now
 from accel_recipes.bench.common.recipe import recipe_flags
-from accel_recipes.bench.common.writer import fact_lines, write_json, write_text
+from accel_recipes.bench.gpu_check import preflight
 from accel_recipes.bench.gpu_check.data import copy_fashion_mnist, write_cifar, write_vit_config
 from accel_recipes.bench.gpu_check.plan import ONE_PROCESS, Check, Data, plan_checks
-from accel_recipes.checkpoints import list_checkpoints
+from accel_recipes.bench.gpu_check.table import REPORT, STARTED, Table, row
 from accel_recipes.errors import ConfigError, run_entry_point
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN_SCRIPT = ROOT / "recipes" / "train.py"
-REPORT = "gpu_check.md"
-COLUMNS = ("check", "recipe", "setting", "images/s", "peak memory (MB)", "outcome", "wall (s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="tiny models, a few updates: the same code on a CPU")
     parser.add_argument("--updates", type=int, default=None, help="updates per run (default: 30, smoke 2)")
     parser.add_argument("--time_budget_s", type=float, default=420.0, help="start no check after this (%(default)s)")
+    parser.add_argument("--preflight", action="store_true", help="only say, in seconds, which required packages "
+                        "are missing or outside the tested range (exit 0 when none is)")  # fmt: skip
     return parser
 
 
@@ -63,55 +64,6 @@ def prepare_data(root: Path, smoke: bool) -> Data:
         fashion_mnist=copy_fashion_mnist(root),
         vit=write_vit_config(root / "vit-b16-config", tiny=smoke),
     )
-
-
-def outcome(check: Check, records: list[RunRecord]) -> str:
-    """What the check showed beyond speed: accuracy, or that the sharded run resumed and exported."""
-    last = records[-1]
-    if not last.ok:
-        return f"FAILED (exit {last.returncode}): {last.error}; see {last.output_dir / 'launch.log'}"
-    results = last.results or {}
-    if check.group == "accuracy":
-        return f"test accuracy {results.get('test_accuracy', float('nan')):.4f}"
-    if len(records) > 1:
-        resumed = "resumed from" in (last.output_dir / "launch.log").read_text()
-        exported = (last.output_dir / "model" / "config.json").is_file() and any(
-            (last.output_dir / "model").glob("*.safetensors")
-        )
-        saved = len(list_checkpoints(last.output_dir / "checkpoints"))
-        return (
-            f"{results.get('train_updates')} updates, {saved} checkpoint(s), "
-            f"resumed {'yes' if resumed else 'NO'}, exported {'yes' if exported else 'NO'}"
-        )
-    return "ok"
-
-
-def row(check: Check, records: list[RunRecord], note: str | None = None) -> dict[str, Any]:
-    base = {"check": check.group, "recipe": check.recipe, "setting": check.setting}
-    if note is not None:
-        return {**base, "images/s": "", "peak memory (MB)": "", "outcome": note, "wall (s)": ""}
-    results = records[-1].results or {}
-    speed = results.get("steady_samples_per_second")
-    memory = results.get("peak_memory_mb")
-    return {
-        **base,
-        "images/s": f"{speed:,.1f}" if speed else "",
-        "peak memory (MB)": f"{memory:,.0f}" if memory else "",
-        "outcome": outcome(check, records),
-        "wall (s)": f"{sum(record.wall_seconds for record in records):.0f}",
-    }
-
-
-def markdown(facts: dict[str, str], rows: list[dict[str, Any]]) -> str:
-    lines = ["## GPU check", "", *fact_lines(facts), ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(str(entry[column]) for column in COLUMNS) + " |" for entry in rows]
-    notes = [
-        "images/s: steady training throughput after the warm-up updates (`steady_samples_per_second`); peak "
-        "memory: the device's peak allocated memory over the run. Pretrained recipes start from random weights "
-        "(the Hub is not reached); ViT-B/16 is built from its transformers config.",
-    ]
-    return "\n".join([*lines, "", *notes, ""])
 
 
 def run_check(check: Check, index: int, output_dir: Path, env: dict[str, str]) -> list[RunRecord]:
@@ -130,6 +82,15 @@ def run_check(check: Check, index: int, output_dir: Path, env: dict[str, str]) -
     return records
 
 
+def run_environment_here(threads: int | None) -> dict[str, str]:
+    """The runs' environment, with this process's accel_recipes first on their path: on a node where it is not
+    pip-installed, the runs import the same checkout as this process."""
+    env = run_environment(threads)
+    package_root = str(Path(accel_recipes.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
 def run_gpu_check(options: argparse.Namespace, command: str) -> int:
     output_dir = Path(options.output_dir)
     if (output_dir / REPORT).exists():
@@ -139,26 +100,31 @@ def run_gpu_check(options: argparse.Namespace, command: str) -> int:
     device = default_device()
     checks = plan_checks(prepare_data(output_dir / "data", options.smoke), options.smoke, updates)
     threads = cpu_threads(1) if device.type == "cpu" else None
-    env = run_environment(threads)
-    rows = []
-    for index, check in enumerate(checks, start=1):
-        prefix = f"[{index:>2}/{len(checks)}] {check.group}: {check.recipe}, {check.setting}:"
-        if check.skip_reason is not None:
-            rows.append(row(check, [], f"not run: {check.skip_reason}"))
-        elif time.monotonic() - clock > options.time_budget_s:
-            rows.append(row(check, [], f"not run: past the {options.time_budget_s:.0f} s time budget"))
-        else:
-            rows.append(row(check, run_check(check, index, output_dir, env)))
-        print(f"{prefix} {rows[-1]['outcome']} {rows[-1]['images/s']}", flush=True)
-    facts = environment_facts(command, device_name(device), 1, f"{threads} thread(s)", started)
-    facts["total wall time"] = f"{time.monotonic() - clock:.0f} s"
-    if torch.cuda.is_available():
-        facts["CUDA"] = f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
-    text = markdown(facts, rows)
-    write_json(output_dir / "gpu_check.json", {"setup": facts, "rows": rows})
-    write_text(output_dir / REPORT, text)
+    env = run_environment_here(threads)
+
+    def facts() -> dict[str, str]:
+        found = environment_facts(command, device_name(device), 1, f"{threads} thread(s)", started)
+        found["total wall time"] = f"{time.monotonic() - clock:.0f} s"
+        if torch.cuda.is_available():
+            found["CUDA"] = f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        return found
+
+    table = Table(output_dir, checks)  # a check known to be skipped says why from the start
+    table.write(facts())  # every check listed: cut off before the first, all read "not run yet"
+    for index, check in enumerate(checks):
+        if check.skip_reason is None and time.monotonic() - clock > options.time_budget_s:
+            table.rows[index] = row(check, [], f"not run: past the {options.time_budget_s:.0f} s time budget")
+            table.write(facts())
+        elif check.skip_reason is None:
+            table.rows[index] = row(check, [], STARTED)
+            table.write(facts())
+            table.rows[index] = row(check, run_check(check, index + 1, output_dir, env))
+            table.write(facts())
+        prefix = f"[{index + 1:>2}/{len(checks)}] {check.group}: {check.recipe}, {check.setting}:"
+        print(f"{prefix} {table.rows[index]['outcome']} {table.rows[index]['images/s']}", flush=True)
+    text = table.write(facts())  # the final wall time
     print(f"\n{text}\nreport: {output_dir / REPORT}", flush=True)
-    failed = [entry for entry in rows if entry["outcome"].startswith("FAILED")]
+    failed = [entry for entry in table.rows if entry["outcome"].startswith("FAILED")]
     return 1 if failed else 0
 
 
@@ -166,4 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "recipes/gpu_check.py", *argv])
     stop_launches_on_sigterm()
-    return run_entry_point(lambda: run_gpu_check(build_parser().parse_args(argv), command))
+    options = build_parser().parse_args(argv)
+    if options.preflight:  # recipes/gpu_check.py answers --preflight before torch is imported; this is the same
+        return preflight.main()
+    return run_entry_point(lambda: run_gpu_check(options, command))
