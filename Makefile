@@ -52,7 +52,7 @@ lock:
 test-floors:
 	test -x $(VENV)-floors/bin/python || $(PYTHON) -m venv $(VENV)-floors
 	$(VENV)-floors/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)-floors/bin/python -m pip install --quiet -c $(FLOORS) -e ".[dev]"
+	$(VENV)-floors/bin/python -m pip install --quiet -c $(FLOORS) -e ".[test]"
 	$(VENV)-floors/bin/python -m pytest -m "not slow" $(ARGS)
 
 # One process, which is all a CPU or one GPU needs: a user error is then one line and exit status 2, with no

@@ -190,10 +190,20 @@ def test_the_offline_message_names_the_variable_that_is_set(online, run, monkeyp
 
 
 def http_error(status: int, text: str) -> HfHubHTTPError:
-    import httpx2
+    """The error huggingface_hub raises for an HTTP ``status``, with a response of the HTTP library it speaks
+    (requests before 1.0, httpx in 1.x, httpx2 from 2.0)."""
+    import importlib
 
-    request = httpx2.Request("POST", "https://huggingface.co/api/models/me/x/commit/main")
-    return HfHubHTTPError(text, response=httpx2.Response(status, request=request))
+    from huggingface_hub import errors
+
+    http = importlib.import_module(errors.Response.__module__.split(".")[0])
+    url = "https://huggingface.co/api/models/me/x/commit/main"
+    if http.__name__ == "requests":
+        response = http.Response()
+        response.status_code, response.url = status, url
+    else:
+        response = http.Response(status, request=http.Request("POST", url))
+    return HfHubHTTPError(text, response=response)
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ def _write_timm(
     kwargs: dict[str, Any] = {"model_config": {"label_names": label_names}}
     if "data_config" in inspect.signature(save_config_for_hf).parameters:  # timm >= 1.0.2x
         kwargs["data_config"] = data_config
-    save_config_for_hf(model, str(folder / "config.json"), **kwargs)
+    save_config_for_hf(model, folder / "config.json", **kwargs)  # a Path: timm 1.0.1x calls config_path.open
     # what older timm versions leave out, and what timm carries over from the source checkpoint but no longer holds
     config = json.loads((folder / "config.json").read_text())
     pretrained_cfg = {**config.get("pretrained_cfg", {}), **data_config, "num_classes": len(label_names)}
@@ -340,28 +340,18 @@ def load_model_folder(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), info
 
 
-def _timm_reads_local_dirs() -> bool:
-    try:
-        from timm.models._factory import parse_model_name
-
-        return parse_model_name("local-dir:x")[0] == "local-dir"
-    except (ImportError, ValueError):
-        return False
-
-
 def _load_timm(folder: Path, config: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
     stem = recorded_small_stem(config)
-    if not stem and _timm_reads_local_dirs():
+    if not stem:
         model = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    else:
+    else:  # timm cannot express the stem: its architecture and config, the stem swapped in, then the weights
         pretrained_cfg = dict(config.get("pretrained_cfg", {}))
         model_args = dict(config.get("model_args", {}))
         model_args.setdefault("num_classes", config.get("num_classes", pretrained_cfg.get("num_classes")))
         model = timm.create_model(config["architecture"], pretrained_cfg_overlay=pretrained_cfg, **model_args)
-        if stem:
-            apply_small_image_stem(model)
+        apply_small_image_stem(model)
         _load_strict(model, folder)
     cfg = model.pretrained_cfg
     defaults = {

@@ -131,7 +131,7 @@ def build_timm(
     input_size = model_args.image_size or (pretrained_size if model_args.pretrained else native_size)
 
     kwargs: dict[str, Any] = {"num_classes": len(label_names)}
-    if model_args.cache_dir:  # only then: older timm 1.0.x create_model has no cache_dir
+    if model_args.cache_dir:  # only then: a create_model without cache_dir reads the default cache
         kwargs["cache_dir"] = model_args.cache_dir
     if model_args.drop_path_rate:
         kwargs["drop_path_rate"] = model_args.drop_path_rate

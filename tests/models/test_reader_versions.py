@@ -155,8 +155,8 @@ def expected(tmp_path_factory, hf_folders) -> Path:
         images.append(root / f"image{index}.png")
         Image.fromarray(generator.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(images[-1])
     kinds = {
-        "timm resnet": ("resnet10t", {"small_image_stem": "false"}),
-        "timm resnet, small stem": ("resnet10t", {}),  # timm 1.0.3 has no test_resnet
+        "timm resnet": ("test_resnet", {"small_image_stem": "false"}),
+        "timm resnet, small stem": ("test_resnet", {}),
         "transformers resnet": (hf_folders["resnet"], {"small_image_stem": "false"}),
         "transformers resnet, small stem": (hf_folders["resnet"], {}),
         "transformers vit": (hf_folders["vit"], {}),
