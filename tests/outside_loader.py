@@ -8,6 +8,8 @@ card's ``data_config``."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -34,6 +36,8 @@ else:
 """
 
 PREDICT = """
+import contextlib
+import io
 import json
 from PIL import Image
 
@@ -79,11 +83,30 @@ def top1_outside(card: Path, folder: Path, images: list[Path], cwd: Path) -> tup
 
 
 def top1_of_predict(command: list[str], folder: Path, images: list[Path], cwd: Path) -> list[str]:
-    """The top-1 label of each image from the project's predict entry point (``command``: how to run it)."""
+    """The top-1 label of each image from the project's predict entry point (``command``: how to run it; the
+    installed wheel's command in test_wheel.py)."""
     result = subprocess.run(
-        [*command, "--model", str(folder), *map(str, images), "--json", "--top_k", "1"],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [*command, *predict_args(folder, images)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    predictions = {Path(item["file"]).resolve(): item["predictions"][0]["label"] for item in json.loads(result.stdout)}
+    return top1_of(result.stdout, images)
+
+
+def top1_of_predict_in_process(folder: Path, images: list[Path]) -> list[str]:
+    """The same as ``top1_of_predict`` from ``recipes/predict.py``'s ``main``, called in this process."""
+    from accel_recipes import predict
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exit_code = predict.main(predict_args(folder, images))
+    assert exit_code == 0, output.getvalue()[-4000:]
+    return top1_of(output.getvalue(), images)
+
+
+def predict_args(folder: Path, images: list[Path]) -> list[str]:
+    return ["--model", str(folder), *map(str, images), "--json", "--top_k", "1"]
+
+
+def top1_of(predict_json: str, images: list[Path]) -> list[str]:
+    predictions = {Path(item["file"]).resolve(): item["predictions"][0]["label"] for item in json.loads(predict_json)}
     return [predictions[Path(image).resolve()] for image in images]

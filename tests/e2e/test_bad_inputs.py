@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datagen
 import numpy as np
 import pytest
 import torch
+from conftest import train_ok
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -64,26 +64,26 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.fixture(autouse=True)
+def fresh(in_fresh_process):
+    """Every case calls ``main`` in this process: each starts from a fresh Accelerate state (conftest)."""
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    """Tiny datasets and one finished run (2 epochs, 2 updates each) that the cases may find in their way."""
+def world(image_folder, one_class_folder, finished_run, tmp_path_factory) -> dict[str, Path]:
+    """The session's tiny datasets and its finished run (2 epochs of 2 updates), which the cases may find in their
+    way, plus what the cases need broken: a dataset with an image over PIL's pixel limit, a damaged model folder."""
     root = tmp_path_factory.mktemp("bad-inputs")
-    data = datagen.make_image_folder(root / "data", num_classes=2, per_class=8, size=16, with_test=False,
-                                     with_validation=True)  # fmt: skip
-    one_class = datagen.make_image_folder(root / "one", num_classes=1, per_class=8, size=16, with_test=False)
-    huge = datagen.make_image_folder(root / "huge", num_classes=2, per_class=8, size=16, with_test=False,
-                                     with_validation=True)  # fmt: skip
+    huge = root / "huge"
+    shutil.copytree(image_folder, huge)
     huge_png(huge / "train" / "airplane" / "huge.png")
     (root / "empty.yaml").write_text("# nothing but a comment\n")
     (root / "a-file").write_text("not a folder\n")
-    finished = root / "finished"
-    code = run.main(base_args(data, finished, "--num_train_epochs", "2", "--save_total_limit", "3"))
-    assert code == EXIT_OK
     damaged = root / "damaged-model"
-    shutil.copytree(finished / "model", damaged)
+    shutil.copytree(finished_run / "model", damaged)
     truncate(damaged / "model.safetensors")
-    return {"root": root, "data": data, "one_class": one_class, "huge": huge, "finished": finished,
-            "damaged": damaged}  # fmt: skip
+    return {"root": root, "data": image_folder, "one_class": one_class_folder, "huge": huge,
+            "finished": finished_run, "damaged": damaged}  # fmt: skip
 
 
 @dataclass
@@ -223,9 +223,9 @@ def test_resuming_from_an_epoch_end_checkpoint_writes_each_evaluation_once(world
     output_dir = tmp_path / "run"
     argv = base_args(world["data"], output_dir, "--num_train_epochs", "2", "--save_strategy", "steps",
                      "--save_steps", "2", "--save_total_limit", "5")  # fmt: skip
-    assert run.main(argv) == EXIT_OK
+    train_ok(argv)
     first_epoch_end = output_dir / "checkpoints" / "checkpoint-2"
-    assert run.main([*argv, "--resume_from_checkpoint", str(first_epoch_end)]) == EXIT_OK
+    train_ok([*argv, "--resume_from_checkpoint", str(first_epoch_end)])
     records = [line for line in (output_dir / "metrics.jsonl").read_text().splitlines() if '"eval_loss"' in line]
     evaluations = [line for line in records if '"final"' not in line]
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in evaluations]

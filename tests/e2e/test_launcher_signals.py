@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import datagen
 import psutil
 import pytest
-from conftest import ROOT, accelerate_command, read_jsonl, read_results
+from conftest import ROOT, free_port, launch_command, launch_env, read_results, train_ok, wait_for_update
 
 from accel_recipes.checkpoints import checkpoint_damage, list_checkpoints
 
@@ -32,11 +30,8 @@ def arguments(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
 
 
 def start_launcher(dataset: Path, output_dir: Path, processes: int) -> subprocess.Popen:
-    topology = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
-    command = [*accelerate_command(), "launch", *topology, "--num_machines", "1", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(29600 + os.getpid() % 300)]
-    command += [str(ROOT / "recipes" / "train.py"), *arguments(dataset, output_dir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = launch_command(arguments(dataset, output_dir), processes=processes, port=free_port())
+    env = {**launch_env(processes), "OMP_NUM_THREADS": "1"}
     # a session of its own: the process group can be signalled without signalling pytest
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
@@ -61,22 +56,6 @@ def trainers_of(launcher: subprocess.Popen, count: int, timeout: float = 120) ->
     raise TimeoutError(f"{count} trainer process(es) did not start")
 
 
-def wait_for_update(output_dir: Path, update: int, launcher: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    metrics = output_dir / "metrics.jsonl"
-    while time.monotonic() < deadline:
-        assert launcher.poll() is None, launcher.communicate()[1].decode()[-3000:]
-        if metrics.exists() and any(record.get("step", 0) >= update for record in read_jsonl(metrics)):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"update {update} not reached")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return datagen.make_cifar_hub_dataset(tmp_path_factory.mktemp("signals"), num_classes=2, train_per_class=24)
-
-
 @pytest.mark.parametrize(
     ("processes", "signal_name", "target"),
     # one process: Accelerate's launcher dies at the signal, the trainer is told by the kernel (stop_with_launcher);
@@ -84,8 +63,9 @@ def dataset(tmp_path_factory) -> Path:
     [(1, "SIGTERM", "launcher"), (2, "SIGUSR1", "launcher"), (2, "SIGTERM", "group")],
 )
 def test_a_signal_to_the_launcher_or_its_group_checkpoints_every_trainer(
-    dataset, tmp_path, processes, signal_name, target
+    cifar4_hub, tmp_path, processes, signal_name, target
 ):
+    dataset = cifar4_hub
     output_dir = tmp_path / "run"
     launcher = start_launcher(dataset, output_dir, processes)
     trainers = trainers_of(launcher, processes)
@@ -107,16 +87,7 @@ def test_a_signal_to_the_launcher_or_its_group_checkpoints_every_trainer(
     assert 2 <= int(checkpoints[0].name.split("-")[1]) < MAX_STEPS
     assert not (output_dir / "all_results.json").exists()
 
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    resume = [*arguments(dataset, output_dir), "--resume_from_checkpoint", "latest"]
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "train.py"), *resume],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the resume is no matter of processes: it trains in this one
+    resumed = train_ok([*arguments(dataset, output_dir), "--resume_from_checkpoint", "latest"])
     assert f"resumed from {checkpoints[0]}" in resumed.stdout
     assert read_results(output_dir)["train_updates"] == MAX_STEPS

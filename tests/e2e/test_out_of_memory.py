@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datagen
 import pytest
 import torch
 import yaml
@@ -37,8 +36,7 @@ def memory_limited_models(monkeypatch):
     return seen
 
 
-def arguments(tmp_path, **extra):
-    dataset = datagen.make_cifar_hub_dataset(tmp_path / "data", num_classes=3, train_per_class=12)
+def arguments(dataset, tmp_path, **extra):
     return make_args(
         {
             "dataset_name": str(dataset),
@@ -53,8 +51,10 @@ def arguments(tmp_path, **extra):
     )
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(memory_limited_models, tmp_path):
-    args = arguments(tmp_path, auto_find_batch_size=True)
+def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(
+    memory_limited_models, cifar3_hub, tmp_path, in_fresh_process
+):
+    args = arguments(cifar3_hub, tmp_path, auto_find_batch_size=True)
     result = run.train(args)
     assert result.metrics["per_device_train_batch_size"] == 4
     assert result.metrics["gradient_accumulation_steps"] == 4
@@ -64,6 +64,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_effective_batch(memory_lim
     assert memory_limited_models[:2] == [16, 8]
 
 
-def test_out_of_memory_without_the_option_says_what_to_do(memory_limited_models, tmp_path):
+def test_out_of_memory_without_the_option_says_what_to_do(
+    memory_limited_models, cifar3_hub, tmp_path, in_fresh_process
+):
     with pytest.raises(TrainingError, match="out of memory at per_device_train_batch_size 16.*auto_find_batch_size"):
-        run.train(arguments(tmp_path))
+        run.train(arguments(cifar3_hub, tmp_path))

@@ -4,17 +4,22 @@ exact resume after kill -9."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import datagen
 import pytest
 import torch
-from conftest import ROOT, launch, read_jsonl, read_results
+from conftest import (
+    SUBPROCESS_THREADS,
+    assert_complete_run,
+    launch,
+    read_jsonl,
+    read_results,
+    same_weights,
+    start_training,
+    train_ok,
+    wait_for_update,
+)
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -22,8 +27,6 @@ from accel_recipes.checkpoints import list_checkpoints
 from accel_recipes.predict import Predictor
 
 pytestmark = pytest.mark.slow
-
-TRAIN = [sys.executable, str(ROOT / "recipes" / "train.py")]
 
 
 def everything_on(dataset: Path, output_dir: Path, pipeline: str, *extra: str) -> list[str]:
@@ -54,11 +57,6 @@ def everything_on(dataset: Path, output_dir: Path, pipeline: str, *extra: str) -
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return datagen.make_cifar_hub_dataset(tmp_path_factory.mktemp("regularization"), num_classes=4, train_per_class=20)
-
-
 def assert_exported_ema_model_loads(output_dir: Path) -> dict:
     results = read_results(output_dir)
     assert results["exported_weights"] == "ema"
@@ -77,64 +75,70 @@ def assert_exported_ema_model_loads(output_dir: Path) -> dict:
     return results
 
 
+# One launch of two processes per data path also carries the sample-counting checks of a two-process run: the stream
+# run on 45 images with 9 (an odd count) held out, so the sampler pads a duplicate that must not be counted; the
+# resident run on cifar10's schema, whose shards must hold every validation and test sample once.
+TWO_PROCESS_RUNS = {
+    "stream": ("image_folder_odd", ["--validation_split_percentage", "20", "--per_device_eval_batch_size", "4",
+                                    "--max_steps", "4", "--eval_steps", "2"]),
+    "resident": ("cifar10_hub", ["--num_train_epochs", "1", "--eval_steps", "4"]),  # 7 updates: evaluated at 4, 7
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("pipeline", ["stream", "resident"])
-def test_two_processes_bf16_with_every_switch_on_complete_and_export_the_ema_model(dataset, tmp_path, pipeline):
+def test_two_processes_bf16_with_every_switch_on_count_each_sample_once_and_export_the_ema_model(
+    request, tmp_path, pipeline
+):
+    dataset_fixture, extra = TWO_PROCESS_RUNS[pipeline]
+    dataset = request.getfixturevalue(dataset_fixture)
     output_dir = tmp_path / "run"
     result = launch(
         everything_on(
             dataset, output_dir, pipeline,
             "--mixed_precision", "bf16", "--per_device_train_batch_size", "4",
-            "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "no",
+            "--eval_strategy", "steps", "--save_strategy", "no", *extra,
         ),
         processes=2,
     )  # fmt: skip
     assert f"augmentation crop_flip + rand_augment, {pipeline} data pipeline" in result.stdout
+    assert_complete_run(output_dir)
     results = assert_exported_ema_model_loads(output_dir)
-    assert results["num_processes"] == 2 and results["mixed_precision"] == "bf16"
-    assert results["train_updates"] == 4
-
-
-def run(arguments: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(TRAIN + arguments, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert results["num_processes"] == 2, result.stdout + result.stderr
+    assert results["mixed_precision"] == "bf16"
+    assert results["global_batch_size"] == 16  # 4 per process x 2 processes x 2 accumulation steps
+    if pipeline == "stream":
+        assert results["train_updates"] == 4
+        assert results["eval_samples"] == 9  # not 10: the padded duplicate is dropped when gathering
+    else:
+        assert results["eval_samples"] == 12 and results["test_samples"] == 50  # every sample once, none padded in
+        assert results["train_updates"] == 7  # 108 images -> 13 micro-batches of 8 -> 7 updates per epoch
 
 
 @pytest.mark.parametrize("pipeline", ["stream", "resident"])
-def test_kill_9_then_resume_repeats_the_uninterrupted_run_bitwise(dataset, tmp_path, pipeline):
+def test_kill_9_then_resume_repeats_the_uninterrupted_run_bitwise(cifar4_hub, tmp_path, pipeline):
     save = ("--save_strategy", "steps", "--save_steps", "1", "--num_train_epochs", "2")
     uninterrupted = tmp_path / "uninterrupted"
-    finished = run(everything_on(dataset, uninterrupted, pipeline, *save))
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    train_ok(everything_on(cifar4_hub, uninterrupted, pipeline, *save), threads=SUBPROCESS_THREADS)
 
-    output_dir = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        TRAIN + everything_on(dataset, output_dir, pipeline, *save),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    metrics, deadline = output_dir / "metrics.jsonl", time.monotonic() + 300
-    while not (metrics.exists() and any(record.get("step", 0) >= 4 for record in read_jsonl(metrics))):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1].decode()[-3000:]
-        time.sleep(0.02)
+    output_dir = tmp_path / "killed"  # only the run that is killed needs a process of its own
+    process = start_training(everything_on(cifar4_hub, output_dir, pipeline, *save), stdout=None)
+    wait_for_update(output_dir, 4, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert list_checkpoints(output_dir / "checkpoints") and not (output_dir / "all_results.json").exists()
 
-    resumed = run(everything_on(dataset, output_dir, pipeline, *save, "--resume_from_checkpoint", "latest"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed = train_ok(
+        everything_on(cifar4_hub, output_dir, pipeline, *save, "--resume_from_checkpoint", "latest"),
+        threads=SUBPROCESS_THREADS,
+    )
     assert "resumed from" in resumed.stdout
     for name in ("model/model.safetensors", "best_model/model.safetensors"):
-        ours, theirs = load_file(output_dir / name), load_file(uninterrupted / name)
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours), name
+        assert same_weights(output_dir / name, uninterrupted / name), name
     # the EMA itself, in the last checkpoints of both runs (Accelerate's custom_checkpoint_1: after the scheduler)
     last = list_checkpoints(uninterrupted / "checkpoints")[-1].name  # checkpoint-10: 5 updates x 2 epochs
     assert [path.name for path in list_checkpoints(output_dir / "checkpoints")][-1] == last
     ema_state = f"checkpoints/{last}/custom_checkpoint_1.pkl"
-    ours, theirs = torch.load(output_dir / ema_state), torch.load(uninterrupted / ema_state)
-    assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert same_weights(output_dir / ema_state, uninterrupted / ema_state)
     ours, theirs = read_results(output_dir), read_results(uninterrupted)
     for key in ("eval_accuracy", "eval_loss", "eval_tta_loss", "test_loss", "best_update", "train_updates"):
         assert ours[key] == theirs[key], key
