@@ -5,6 +5,7 @@ checkpoints and resume. What happens after each update is decided by ``UpdateMon
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
-from accel_recipes.errors import Preempted
+from accel_recipes.errors import Preempted, TrainingError
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec
 from accel_recipes.plan import require_a_micro_batch
@@ -217,10 +218,27 @@ class Trainer:
         evaluated_again = at_epoch_end and self.training.eval_strategy == "epoch"
         if self.accelerator.is_main_process:
             truncate_metrics(self.metrics_log.path, after_step=saved.update, evaluated_again=evaluated_again)
+            self._bring_best_model(checkpoint, saved.best_update)
+        self.accelerator.wait_for_everyone()
         self.accelerator.print(
             f"resumed from {checkpoint}: update {saved.update}, epoch {saved.epoch} + {saved.micro_in_epoch} "
             "micro-batches"
         )
+
+    def _bring_best_model(self, checkpoint: Path, best_update: int | None) -> None:
+        """Resumed into another output_dir: the best weights the checkpoint's counters point at are in the run it
+        came from (``<run>/checkpoints/checkpoint-N``), and the end of this run loads them."""
+        if not self.training.load_best_model_at_end or best_update is None or self.best_model_path.is_file():
+            return
+        source = checkpoint.parent.parent / "best_model" / self.best_model_path.name
+        if not source.is_file():
+            raise TrainingError(
+                f"the checkpoint '{checkpoint}' says the best model is update {best_update}, but its weights are "
+                f"neither in '{self.best_model_path.parent}' nor in '{source.parent}'; resume in the run's own "
+                "output_dir, or copy its best_model folder into the new one"
+            )
+        self.best_model_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, self.best_model_path)
 
     # ---- logs and results -------------------------------------------------------------------------------------
     def _describe(self) -> str:

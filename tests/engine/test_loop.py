@@ -332,6 +332,23 @@ def test_resuming_from_the_last_updates_checkpoint_repeats_the_evaluation_it_dro
     assert same_weights(weights(resumed.model), weights(finished.model))
 
 
+def test_resuming_into_another_output_dir_brings_the_best_model_along(data, tmp_path):
+    """A checkpoint resumed into a new output_dir, where no later evaluation beats the best one: the end of the run
+    loads the best weights the checkpoint's run kept, as resuming in place does; without them, a one-line error."""
+    fields = {"eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps", "save_steps": 2}
+    fields |= {"load_best_model_at_end": True, "metric_for_best_model": "loss"}
+    finished = run_fit(training_args(tmp_path / "run", **fields), data)
+    checkpoint = tmp_path / "run" / "checkpoints" / checkpoint_names(tmp_path / "run")[-1]
+    in_place = run_fit(training_args(tmp_path / "run", resume_from_checkpoint=str(checkpoint), **fields), data)
+    elsewhere = run_fit(training_args(tmp_path / "new", resume_from_checkpoint=str(checkpoint), **fields), data)
+    assert elsewhere.metrics["best_update"] == in_place.metrics["best_update"] == finished.metrics["best_update"]
+    assert same_weights(weights(elsewhere.model), weights(in_place.model))
+
+    (tmp_path / "run" / "best_model" / "model.safetensors").unlink()
+    with pytest.raises(TrainingError, match="copy its best_model folder"):
+        run_fit(training_args(tmp_path / "other", resume_from_checkpoint=str(checkpoint), **fields), data)
+
+
 def test_a_stop_signal_saves_at_the_next_update_then_the_run_resumes(data, tmp_path, uninterrupted):
     """SIGTERM during micro-batch 4 of epoch 1 (the short window of update 6): the loop finishes that update, saves
     checkpoint-6 and raises Preempted naming it, before the epoch's evaluation; the signal handler is put back;
