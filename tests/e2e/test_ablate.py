@@ -1,4 +1,8 @@
-"""`python recipes/ablate.py` end to end: two arms, two repeats, a tiny model, generated CIFAR-format data."""
+"""The ablation end to end on a tiny model and generated CIFAR-format data.
+
+The whole report (two arms, two repeats, their bounds) from real training runs made in this process by the real
+``recipes/train.py`` code (``bench/inprocess.py``); ``python recipes/ablate.py`` itself, one ``accelerate launch``
+per run, with one arm and one repeat."""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import datagen
 import pytest
-from conftest import ROOT
+from bench.inprocess import execute_in_process
+from conftest import ROOT, fresh_process
 
+from accel_recipes.bench.ablate import cli, runner
 from accel_recipes.bench.ablate.report import TABLE
 from accel_recipes.bench.ablate.summary import COLUMNS
 
@@ -35,28 +41,30 @@ POSITIVE = (
 UNIT_INTERVAL = ("eval_accuracy", "eval_f1", "test_accuracy", "test_f1")
 
 
-def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
-    dataset = datagen.make_cifar_hub_dataset(data_root / "ablate", num_classes=4, train_per_class=20, test_per_class=4)
-    output_dir = tmp_path / "ablation"
-    command = [
-        sys.executable, str(ROOT / "recipes" / "ablate.py"),
-        "--arms", "baseline,ga+amp",
-        "--repeats", "2",
+def tiny_recipe(dataset: Path, output_dir: Path) -> list[str]:
+    return [
         "--output_dir", str(output_dir),
         "--target_accuracy", "0.01",
         "--dataset_name", str(dataset),
         "--model_name_or_path", "test_resnet",
         "--per_device_train_batch_size", "8",
-        "--max_steps", "4",
+        "--max_steps", "2",  # the first update is warm-up, the second the steady throughput
+        "--image_size", "16",  # a quarter of the 32 px images' compute: the report does not depend on it
         "--throughput_warmup_steps", "1",
         "--learning_rate", "0.05",
         "--dataloader_num_workers", "0",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
 
-    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+
+def test_two_arms_two_repeats_write_the_whole_report(cifar4_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "execute", execute_in_process)
+    output_dir = tmp_path / "ablation"
+    with fresh_process():  # cli.main makes SIGTERM stop its launches: pytest's own handler comes back after
+        returncode = cli.main(["--arms", "baseline,ga+amp", "--repeats", "2", *tiny_recipe(cifar4_hub, output_dir)])
+    stdout = capsys.readouterr().out
+    assert returncode == 0, stdout[-4000:]
+
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
     # each repeat rotated: the second starts half-way along
     assert [line.split(":")[0] for line in progress] == [
         "[1/8] baseline repeat 1", "[2/8] ga+amp repeat 1", "[3/8] bound-1 repeat 1", "[4/8] bound-2 repeat 1",
@@ -68,7 +76,7 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
     for arm in ("baseline", "ga+amp"):
         for repeat in (1, 2):
             run = output_dir / arm / f"run-{repeat}"
-            assert (run / "all_results.json").is_file() and (run / "launch.log").is_file()
+            assert (run / "all_results.json").is_file()
             assert not list(run.rglob("*.safetensors")), "weights are pruned unless --keep_weights true"
 
     markdown = (output_dir / "ablation.md").read_text()
@@ -100,3 +108,27 @@ def test_two_arms_two_repeats_write_the_whole_report(data_root, tmp_path):
     assert "data_pipeline: synthetic" in bound_config and "mixed_precision: bf16" in bound_config
     assert "## Compute-only bounds" in markdown and "| `bound-2` | `ga+amp` | bf16 | 4 x 2 | 2/2 |" in markdown
     assert data["setup"]["device"].startswith("CPU") and "torch" in data["setup"]["software"]
+
+
+def test_the_command_runs_each_arm_in_its_own_launch(cifar4_hub, tmp_path):
+    output_dir = tmp_path / "ablation"
+    command = [
+        sys.executable, str(ROOT / "recipes" / "ablate.py"), "--arms", "baseline", "--repeats", "1", "--bound", "false",
+        *tiny_recipe(cifar4_hub, output_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == 1 and progress[0].startswith("[1/1] baseline repeat 1: ... done in"), result.stdout
+    run = output_dir / "baseline" / "run-1"
+    assert (run / "all_results.json").is_file() and (run / "launch.log").is_file()
+    launched = (run / "launch.log").read_text().splitlines()[0]  # the command, then the run's own output
+    assert " launch --num_processes 1 " in launched and "recipes/train.py --save_strategy no" in launched
+    assert f"--output_dir {run}" in launched and "finished:" in (run / "launch.log").read_text()
+    assert not list(run.rglob("*.safetensors")), "weights are pruned unless --keep_weights true"
+    data = json.loads((output_dir / "ablation.json").read_text())
+    assert [run["returncode"] for run in data["runs"]] == [0] and data["bounds"] == []
+    assert data["setup"]["device"].startswith("CPU")
+    assert (output_dir / "ablation.md").is_file() and (output_dir / "speedup.png").is_file()

@@ -181,14 +181,21 @@ def execute(run: PlannedRun, command: list[str], env: dict[str, str], on_poll: C
         except BaseException:  # Ctrl-C or SIGTERM: stop the launch and its workers (their own process group) too
             stop_group(process)
             raise
-    record = RunRecord(run.arm, run.repeat, run.output_dir, process.returncode, time.perf_counter() - started)
+    record = finished_record(run, process.returncode, time.perf_counter() - started)
     record.load_average = sum(loads) / len(loads) if loads else None
+    return record
+
+
+def finished_record(run: PlannedRun, returncode: int, wall_seconds: float) -> RunRecord:
+    """What a run left in its folder: its results and metrics when it exited 0 and wrote them, else its own error
+    from ``launch.log``."""
+    record = RunRecord(run.arm, run.repeat, run.output_dir, returncode, wall_seconds)
     results_path = run.output_dir / "all_results.json"
-    if record.returncode == 0 and results_path.is_file():
+    if returncode == 0 and results_path.is_file():
         record.results = json.loads(results_path.read_text())
         record.metrics = read_metrics(run.output_dir / "metrics.jsonl")
     else:
-        record.error = _last_error(log_path)
+        record.error = _last_error(run.output_dir / "launch.log")
     return record
 
 
