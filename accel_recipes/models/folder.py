@@ -25,7 +25,6 @@ The folder is written into a temporary sibling and renamed into place (``accel_r
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,11 +239,9 @@ def _write_timm(
         # image processor does; timm's default ("center": shorter side, then a centre crop) differs off square
         "crop_mode": "squash",
     }
-    kwargs: dict[str, Any] = {"model_config": {"label_names": label_names}}
-    if "data_config" in inspect.signature(save_config_for_hf).parameters:  # timm >= 1.0.2x
-        kwargs["data_config"] = data_config
-    save_config_for_hf(model, folder / "config.json", **kwargs)  # a Path: timm 1.0.1x calls config_path.open
-    # what older timm versions leave out, and what timm carries over from the source checkpoint but no longer holds
+    model_config = {"label_names": label_names}
+    save_config_for_hf(model, folder / "config.json", model_config=model_config, data_config=data_config)
+    # what timm carries over from the source checkpoint but no longer holds
     config = json.loads((folder / "config.json").read_text())
     pretrained_cfg = {**config.get("pretrained_cfg", {}), **data_config, "num_classes": len(label_names)}
     for stale in ("test_input_size", "test_crop_pct"):
@@ -261,12 +258,8 @@ def _write_timm(
         # what transformers' pipeline reads (timm reads pretrained_cfg). Up to 5.24, AutoImageProcessor reads
         # preprocessor_config.json; from 5.25 it reads a folder that looks like timm's (config.json holds a
         # pretrained_cfg) from config.json alone, so config.json carries the same processor settings: without
-        # them the class defaults (224 px) win. The processor's own keys never collide with timm's.
-        processor = _write_image_processor(spec, folder)
-        collisions = set(processor) & (set(config) | set(updates))
-        if collisions:
-            raise ExportError(f"the image processor's keys {sorted(collisions)} collide with timm's config.json")
-        updates.update(processor)
+        # them the class defaults (224 px) win. The processor's keys (size, image_mean, ...) are not timm's.
+        updates.update(_write_image_processor(spec, folder))
         updates["auto_map"] = _write_remote_code("timm", folder)
     _update_json(folder / "config.json", updates)
 

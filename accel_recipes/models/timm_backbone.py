@@ -131,8 +131,6 @@ def build_timm(
     input_size = model_args.image_size or (pretrained_size if model_args.pretrained else native_size)
 
     kwargs: dict[str, Any] = {"num_classes": len(label_names)}
-    if model_args.cache_dir:  # only then: a create_model without cache_dir reads the default cache
-        kwargs["cache_dir"] = model_args.cache_dir
     if model_args.drop_path_rate:
         kwargs["drop_path_rate"] = model_args.drop_path_rate
     vit = _is_timm_vit(source.architecture)
@@ -153,6 +151,7 @@ def build_timm(
             source.create_name,
             pretrained=load_in_timm,
             pretrained_cfg_overlay=source.weights_overlay if load_in_timm else None,
+            cache_dir=model_args.cache_dir,
             **kwargs,
         )
     except (RuntimeError, ValueError, TypeError, AssertionError, KeyError) as error:
