@@ -223,10 +223,8 @@ def require_reachable_end(checkpoint: Path, training: TrainingArguments, total_u
         )
 
 
-def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
-    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
-    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes.
-    Whether it holds an EMA is checked earlier, before the run writes anything (``require_same_ema``)."""
+def require_same_classes(checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
+    """The checkpoint's counters, once it is known to be trained on ``num_classes`` classes."""
     state_file = checkpoint / STATE_FILE
     if not state_file.is_file():
         raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no {STATE_FILE})")
@@ -237,6 +235,14 @@ def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: 
             f"'{dataset_name}' has {num_classes}; resume with the same dataset, or start a new "
             "run (fine-tune from the exported model folder with --model_name_or_path)"
         )
+    return saved
+
+
+def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
+    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
+    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes.
+    Whether it holds an EMA is checked earlier, before the run writes anything (``require_same_ema``)."""
+    saved = require_same_classes(checkpoint, num_classes, dataset_name)
     accelerator.load_state(str(checkpoint))
     return saved
 

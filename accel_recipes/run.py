@@ -18,6 +18,7 @@ from accel_recipes.checkpoints import (
     full_state_dict,
     newest_checkpoint,
     require_reachable_end,
+    require_same_classes,
     require_same_ema,
     resolve_checkpoint,
 )
@@ -103,7 +104,8 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                 model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
                 loaders = build_loaders(data, args.data, training, model_input, accelerator, args.model.cache_dir)
                 if not started:
-                    if checkpoint is not None:  # a shortened run that ends before its checkpoint: before any write
+                    if checkpoint is not None:  # a checkpoint this run cannot carry on from: before any write
+                        require_same_classes(checkpoint, data.num_classes, data.name)
                         plan = TrainingPlan.build(training, len(loaders.train), accelerator.num_processes)
                         require_reachable_end(checkpoint, training, plan.total_updates)
                     _start_writing(args, accelerator)

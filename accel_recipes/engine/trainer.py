@@ -20,6 +20,7 @@ from accel_recipes.checkpoints import (
     RunState,
     load_weights,
     require_reachable_end,
+    require_same_classes,
     resolve_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -215,6 +216,7 @@ class Trainer:
     def resume(self, checkpoint: Path) -> None:
         """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch; a run of
         another length than the checkpoint's continues on a schedule rebuilt for its own."""
+        require_same_classes(checkpoint, self.data.num_classes, self.data.name)  # the more basic mismatch first
         require_reachable_end(checkpoint, self.training, self.plan.total_updates)
         saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
         saved.model_ema = self.training.model_ema  # what later checkpoints of this run hold
