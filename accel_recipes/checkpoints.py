@@ -29,6 +29,8 @@ from torch.distributed.tensor import DTensor
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import CheckpointError, TrainingError
 from accel_recipes.io import atomic_file, replace_dir, temporary_dir_for
+from accel_recipes.optim import ONE_CYCLE_MIN_UPDATES
+from accel_recipes.write_failures import written_together
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.json"
@@ -53,6 +55,7 @@ class RunState:
     best_update: int | None = None
     num_classes: int = 0
     model_ema: bool | None = None  # whether the checkpoint holds an EMA of the weights (None: saved before it said)
+    total_updates: int | None = None  # the run's length its schedule was built for (None: saved before it said)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -80,23 +83,31 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(CHECKPOINT_PATTERN.match(path.name).group(1)))
 
 
+def newest_checkpoint(directory: Path) -> Path | None:
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None
+
+
 def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, limit: int | None) -> Path:
     """Save model, optimizer, scheduler, scaler and RNG states plus the run's counters as checkpoint-<update>.
-    Collective: every process calls it."""
+    A write the system refuses (a full disk) stops every process with a ``WriteError`` naming the newest whole
+    checkpoint, after the temporary folder is removed. Collective: every process calls it."""
     final = directory / f"checkpoint-{state.update}"
     temporary = temporary_dir_for(final)
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()  # every process has written its part (its RNG states) before the rename
-    if accelerator.is_main_process:
-        record = {**json.loads(state.to_json()), FILES_KEY: written_files(temporary)}
-        (temporary / STATE_FILE).write_text(json.dumps(record, indent=2))
-        replace_dir(temporary, final)
-        rotate_checkpoints(directory, limit)
-    accelerator.wait_for_everyone()
+    previous = newest_checkpoint(directory)  # whole, and left whole whatever happens to this save
+    what = f"the checkpoint '{final}'"
+    with written_together(accelerator, what, previous, partial=temporary):
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir(parents=True)
+    with written_together(accelerator, what, previous, partial=temporary):
+        accelerator.save_state(str(temporary))  # every process writes its part (its RNG states) before the rename
+    with written_together(accelerator, what, previous, partial=temporary):
+        if accelerator.is_main_process:
+            record = {**json.loads(state.to_json()), FILES_KEY: written_files(temporary)}
+            (temporary / STATE_FILE).write_text(json.dumps(record, indent=2))
+            replace_dir(temporary, final)
+            rotate_checkpoints(directory, limit)
     return final
 
 
@@ -186,10 +197,34 @@ def require_same_ema(checkpoint: Path, model_ema: bool) -> None:
     )
 
 
-def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
-    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
-    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes.
-    Whether it holds an EMA is checked earlier, before the run writes anything (``require_same_ema``)."""
+def require_reachable_end(checkpoint: Path, training: TrainingArguments, total_updates: int) -> None:
+    """A run resumed with another length (``max_steps`` / ``num_train_epochs``) must end at or after the update its
+    checkpoint holds; a one-cycle schedule cannot shrink to a run too short for its two phases (it would become
+    another kind of schedule). Checked before the run writes anything."""
+    saved = RunState.from_file(checkpoint / STATE_FILE)
+    length = (
+        f"max_steps {training.max_steps}"
+        if training.max_steps > 0
+        else f"num_train_epochs {training.num_train_epochs:g}, {total_updates} updates"
+    )
+    if saved.update > total_updates:
+        raise TrainingError(
+            f"checkpoint '{checkpoint}' is at update {saved.update}, past the end of this run ({length}); pass "
+            f"--max_steps {saved.update} or more to carry on from it, or resume from an earlier checkpoint-N with "
+            f"N <= {total_updates}"
+        )
+    previous = saved.total_updates
+    shrinks_below = previous is not None and previous >= ONE_CYCLE_MIN_UPDATES > total_updates
+    if training.lr_scheduler_type == "one_cycle" and shrinks_below:
+        raise TrainingError(
+            f"checkpoint '{checkpoint}' holds a one_cycle schedule of {previous} updates, and this run ({length}) is "
+            f"too short for its two phases (at least {ONE_CYCLE_MIN_UPDATES} updates); pass --max_steps "
+            f"{ONE_CYCLE_MIN_UPDATES} or more"
+        )
+
+
+def require_same_classes(checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
+    """The checkpoint's counters, once it is known to be trained on ``num_classes`` classes."""
     state_file = checkpoint / STATE_FILE
     if not state_file.is_file():
         raise TrainingError(f"'{checkpoint}' is not a complete checkpoint (no {STATE_FILE})")
@@ -200,6 +235,14 @@ def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: 
             f"'{dataset_name}' has {num_classes}; resume with the same dataset, or start a new "
             "run (fine-tune from the exported model folder with --model_name_or_path)"
         )
+    return saved
+
+
+def restore_checkpoint(accelerator: Accelerator, checkpoint: Path, num_classes: int, dataset_name: str) -> RunState:
+    """Load every prepared object's state (model, optimizer, scheduler, loss scaler, RNG, the EMA) from
+    ``checkpoint`` and return the run's counters, after checking that the checkpoint was trained on as many classes.
+    Whether it holds an EMA is checked earlier, before the run writes anything (``require_same_ema``)."""
+    saved = require_same_classes(checkpoint, num_classes, dataset_name)
     accelerator.load_state(str(checkpoint))
     return saved
 
@@ -228,13 +271,16 @@ def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[st
     return {name: tensor.detach().cpu().clone().contiguous() for name, tensor in state_dict.items()}
 
 
-def save_weights(accelerator: Accelerator, model, path: Path) -> None:
-    """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint. Collective."""
+def save_weights(accelerator: Accelerator, model, path: Path, checkpoint_dir: Path | None = None) -> None:
+    """Model weights alone (safetensors), e.g. the best model so far; atomic like every checkpoint. A refused write
+    stops every process with a ``WriteError`` naming the newest whole checkpoint in ``checkpoint_dir``; the file
+    that was there is left as it was. Collective."""
     tensors = full_state_dict(accelerator, model)
-    if accelerator.is_main_process:
-        with atomic_file(path) as temporary:
-            save_file(tensors, temporary)
-    accelerator.wait_for_everyone()
+    previous = newest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    with written_together(accelerator, f"'{path}'", previous):
+        if accelerator.is_main_process:
+            with atomic_file(path) as temporary:
+                save_file(tensors, temporary)
 
 
 def load_weights(accelerator: Accelerator, model, path: Path) -> None:

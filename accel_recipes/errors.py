@@ -53,6 +53,11 @@ class CheckpointError(TrainingError):
     """A checkpoint that is missing a file its save wrote, or holds one that cannot be read."""
 
 
+class WriteError(TrainingError):
+    """A result the run could not write (no space, a quota, a file-size limit, an I/O error); what it half wrote is
+    removed and the last whole checkpoint is named."""
+
+
 class PredictError(UserError, ValueError):
     """Inputs or a model that ``predict`` cannot use."""
 

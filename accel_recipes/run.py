@@ -14,7 +14,14 @@ from accelerate.utils import set_seed
 from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
-from accel_recipes.checkpoints import full_state_dict, require_same_ema, resolve_checkpoint
+from accel_recipes.checkpoints import (
+    full_state_dict,
+    newest_checkpoint,
+    require_reachable_end,
+    require_same_classes,
+    require_same_ema,
+    resolve_checkpoint,
+)
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
@@ -23,8 +30,10 @@ from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
+from accel_recipes.plan import TrainingPlan
 from accel_recipes.reporting import plot_learning_curves
 from accel_recipes.signals import stop_with_launcher
+from accel_recipes.write_failures import written_together
 
 FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
 
@@ -95,6 +104,10 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                 model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
                 loaders = build_loaders(data, args.data, training, model_input, accelerator, args.model.cache_dir)
                 if not started:
+                    if checkpoint is not None:  # a checkpoint this run cannot carry on from: before any write
+                        require_same_classes(checkpoint, data.num_classes, data.name)
+                        plan = TrainingPlan.build(training, len(loaders.train), accelerator.num_processes)
+                        require_reachable_end(checkpoint, training, plan.total_updates)
                     _start_writing(args, accelerator)
                     started = True
                 result = fit(training, spec, data, loaders, accelerator, on_checkpoint)
@@ -107,14 +120,15 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
 
     # ---- results, model folder, card, Hub --------------------------------------------------------------------
     weights = full_state_dict(accelerator, result.model)  # collective: a sharded model is gathered on every process
-    if accelerator.is_main_process:
-        write_json_atomic(output_dir / "all_results.json", result.metrics)
-        plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
-        model = accelerator.unwrap_model(result.model)
-        save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)
-        write_model_card(output_dir)
-        _print_summary(accelerator, result)
-    accelerator.wait_for_everyone()
+    last_checkpoint = newest_checkpoint(output_dir / "checkpoints")
+    with written_together(accelerator, f"the results and model folder in '{output_dir}'", last_checkpoint):
+        if accelerator.is_main_process:
+            write_json_atomic(output_dir / "all_results.json", result.metrics)
+            plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
+            model = accelerator.unwrap_model(result.model)
+            save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)
+            write_model_card(output_dir)
+    _print_summary(accelerator, result)
     accelerator.end_training()  # closes the TensorBoard event files before they are pushed
     if args.hub.push_to_hub and accelerator.is_main_process:
         repo_id = default_repo_id(args.hub.hub_model_id, output_dir)

@@ -61,16 +61,17 @@ def launch_env(processes: int = 1) -> dict[str, str]:
 
 
 def launch(
-    args: list[str], *, processes: int = 1, timeout: int = 900, check: bool = True, module: bool = False
+    args: list[str], *, processes: int = 1, timeout: int = 900, check: bool = True, module: bool = False, **popen
 ) -> subprocess.CompletedProcess:
-    """`accelerate launch [--multi_gpu --num_processes N] recipes/train.py ARGS`, as a user runs it.
+    """`accelerate launch [--multi_gpu --num_processes N] recipes/train.py ARGS`, as a user runs it; ``popen`` goes
+    to ``subprocess.run`` (e.g. a ``preexec_fn``).
 
     On a machine without GPUs, `--multi_gpu --num_processes 2` starts two CPU processes talking over gloo
     (`--cpu --num_processes 2` would start only one)."""
     port = free_port() if processes > 1 else None  # not the default 29500, which a concurrent run may hold
     command = launch_command(args, processes=processes, module=module, port=port)
     result = subprocess.run(command, cwd=ROOT, env=launch_env(processes), capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+                            timeout=timeout, **popen)  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(
             f"training failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from accel_recipes.checkpoints import (
     RunState,
     load_weights,
+    require_reachable_end,
+    require_same_classes,
     resolve_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -31,6 +33,7 @@ from accel_recipes.engine.step import TrainingStep
 from accel_recipes.errors import Preempted, TrainingError
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec
+from accel_recipes.optim import rebuild_schedule
 from accel_recipes.plan import require_a_micro_batch
 from accel_recipes.reporting import MetricsLog, truncate_metrics
 
@@ -66,7 +69,9 @@ class Trainer:
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.best_model_path = self.output_dir / "best_model" / "model.safetensors"
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", accelerator.is_main_process)
-        self.state = RunState(num_classes=data.num_classes, model_ema=training.model_ema)
+        self.state = RunState(
+            num_classes=data.num_classes, model_ema=training.model_ema, total_updates=self.plan.total_updates
+        )
         self.monitor = UpdateMonitor(training, self.plan, accelerator, self.state, self.checkpoint_dir)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
@@ -191,7 +196,7 @@ class Trainer:
         if improved and training.load_best_model_at_end and math.isfinite(value) and self._weights_finite():
             state.best_metric, state.best_update = value, state.update
             weights = self.step.ema.module if self.exports_ema else self.step.model
-            save_weights(self.accelerator, weights, self.best_model_path)
+            save_weights(self.accelerator, weights, self.best_model_path, self.checkpoint_dir)
         return metrics
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -209,9 +214,13 @@ class Trainer:
         return self.monitor.weights_are_finite(self.step.model)
 
     def resume(self, checkpoint: Path) -> None:
-        """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch."""
+        """Restore model, optimizer, scheduler, loss scaler, RNG states and the position inside the epoch; a run of
+        another length than the checkpoint's continues on a schedule rebuilt for its own."""
+        require_same_classes(checkpoint, self.data.num_classes, self.data.name)  # the more basic mismatch first
+        require_reachable_end(checkpoint, self.training, self.plan.total_updates)
         saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
         saved.model_ema = self.training.model_ema  # what later checkpoints of this run hold
+        self._continue_schedule(saved)
         self.state = self.monitor.state = saved
         # a checkpoint of an epoch's last update comes before that epoch's evaluation, which the resumed run repeats
         at_epoch_end = saved.micro_in_epoch >= self.plan.micro_batches_per_epoch
@@ -223,6 +232,23 @@ class Trainer:
         self.accelerator.print(
             f"resumed from {checkpoint}: update {saved.update}, epoch {saved.epoch} + {saved.micro_in_epoch} "
             "micro-batches"
+        )
+
+    def _continue_schedule(self, saved: RunState) -> None:
+        """Rebuild the restored schedule for this run's length when the checkpoint's run had another one. A checkpoint
+        saved before it recorded its length: a one-cycle schedule still holds it; the others are taken as unchanged
+        (their multiplier is built for this run's length anyway)."""
+        scheduler, total = self.step.scheduler, self.plan.total_updates
+        previous = saved.total_updates or getattr(scheduler, "total_steps", total)
+        saved.total_updates = total  # what later checkpoints of this run hold
+        if previous == total:
+            return
+        before = scheduler.get_last_lr()[0]
+        rebuild_schedule(self.training, scheduler, self.step.optimizer.optimizer, total)
+        self.accelerator.print(
+            f"the checkpoint's run was {previous} updates long, this one is {total}: the "
+            f"{self.training.lr_scheduler_type} schedule is rebuilt for {total} updates and continues from update "
+            f"{saved.update} (learning rate {before:.4g} -> {scheduler.get_last_lr()[0]:.4g})"
         )
 
     def _bring_best_model(self, checkpoint: Path, best_update: int | None) -> None:

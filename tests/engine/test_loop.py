@@ -395,3 +395,67 @@ def test_a_non_finite_loss_streak_stops_the_run_and_keeps_the_last_good_checkpoi
     logs = metrics_of(output_dir)
     assert [r["step"] for r in logs] == [1, 2, 3, 4, 5]
     assert [math.isnan(r["loss"]) for r in logs] == [False, False, False, True, True]
+
+
+# ---- resuming with another length ---------------------------------------------------------------------------------
+
+LENGTH_FIELDS: dict[str, Any] = {"warmup_ratio": 0.2, "momentum": 0.9, "save_strategy": "steps", "save_steps": 6}
+
+
+def logged_learning_rates(output_dir: Path) -> dict[int, float]:
+    """The learning rate each training log reports, by update: the one the next update uses."""
+    return {r["step"]: r["learning_rate"] for r in metrics_of(output_dir) if kind_of(r) == "log"}
+
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "cosine", "linear", "constant"])
+@pytest.mark.parametrize(("first_length", "new_length"), [(6, 12), (12, 9)], ids=["longer", "shorter"])
+def test_a_run_resumed_with_another_length_continues_on_the_schedule_of_its_new_length(
+    data, tmp_path, capsys, schedule, first_length, new_length
+):
+    """checkpoint-6 of a run of ``first_length`` updates, resumed with max_steps ``new_length``: from update 7 on,
+    every update uses the learning rate a run of ``new_length`` updates uses there (a one-cycle schedule used to
+    stop past its old end with torch's "Tried to step 7 times"), the run says so, and its counters carry the new
+    length into its checkpoints."""
+    fields = {"lr_scheduler_type": schedule, **LENGTH_FIELDS}
+    run_fit(training_args(tmp_path / "run", max_steps=first_length, **fields), data)
+    run_fit(training_args(tmp_path / "reference", max_steps=new_length, **fields), data)
+    expected = logged_learning_rates(tmp_path / "reference")
+    capsys.readouterr()
+
+    trainer = make_trainer(training_args(tmp_path / "run", max_steps=new_length, **fields), data)
+    trainer.resume(tmp_path / "run" / "checkpoints" / "checkpoint-6")
+    assert trainer.step.optimizer.param_groups[0]["lr"] == expected[6]  # what update 7 will use
+    result = trainer.fit()
+
+    assert result.metrics["train_updates"] == new_length
+    rates = logged_learning_rates(tmp_path / "run")
+    assert [rates[update] for update in range(7, new_length + 1)] == [
+        expected[update] for update in range(7, new_length + 1)
+    ]
+    assert trainer.state.total_updates == new_length
+    said = capsys.readouterr().out
+    assert f"the checkpoint's run was {first_length} updates long, this one is {new_length}" in said
+    assert f"{schedule} schedule is rebuilt for {new_length} updates and continues from update 6" in said
+
+
+def test_a_run_shortened_to_end_before_its_checkpoint_is_refused_before_anything_is_written(data, tmp_path):
+    """Resuming checkpoint-8 with max_steps 6 (nothing left to train), or a one-cycle checkpoint with max_steps 3
+    (too short for its two phases): one error saying what to pass instead; metrics.jsonl is left as it was."""
+    output_dir = tmp_path / "run"
+    fields = {**LENGTH_FIELDS, "lr_scheduler_type": "one_cycle", "save_steps": 2}
+    run_fit(training_args(output_dir, max_steps=12, **fields), data)
+    before = (output_dir / "metrics.jsonl").read_bytes()
+
+    checkpoint = output_dir / "checkpoints" / "checkpoint-8"
+    shortened = training_args(output_dir, max_steps=6, resume_from_checkpoint=str(checkpoint), **fields)
+    message = str(raised_by(TrainingError, lambda: run_fit(shortened, data)))
+    assert f"checkpoint '{checkpoint}' is at update 8, past the end of this run (max_steps 6)" in message
+    assert "pass --max_steps 8 or more to carry on from it, or resume from an earlier checkpoint-N with N <= 6" in (
+        message
+    )
+
+    checkpoint = output_dir / "checkpoints" / "checkpoint-2"
+    too_short = training_args(output_dir, max_steps=3, resume_from_checkpoint=str(checkpoint), **fields)
+    message = str(raised_by(TrainingError, lambda: run_fit(too_short, data)))
+    assert "holds a one_cycle schedule of 12 updates" in message and "pass --max_steps 4 or more" in message
+    assert (output_dir / "metrics.jsonl").read_bytes() == before
