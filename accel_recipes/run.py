@@ -24,9 +24,10 @@ from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
+from accel_recipes.results import RESULTS_FILE
 from accel_recipes.signals import stop_with_launcher
 
-FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
+FINISHED_MARKERS = (RESULTS_FILE, "metrics.jsonl", "checkpoints", "model")
 
 
 def check_output_dir(training: TrainingArguments) -> None:
@@ -108,7 +109,7 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     # ---- results, model folder, card, Hub --------------------------------------------------------------------
     weights = full_state_dict(accelerator, result.model)  # collective: a sharded model is gathered on every process
     if accelerator.is_main_process:
-        write_json_atomic(output_dir / "all_results.json", result.metrics)
+        write_json_atomic(output_dir / RESULTS_FILE, result.metrics)
         plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
         model = accelerator.unwrap_model(result.model)
         save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)

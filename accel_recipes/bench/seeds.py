@@ -18,9 +18,9 @@ from pathlib import Path
 
 from accel_recipes.bench.common.stats import median_of, spread
 from accel_recipes.errors import ConfigError, run_entry_point
+from accel_recipes.results import RESULT_KEYS, RESULTS_FILE, key
 
-RESULTS_FILE = "all_results.json"
-THROUGHPUT = "steady_samples_per_second"
+THROUGHPUT = key("steady_samples_per_second")
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ArmRuns:
     unfinished: list[str] = field(default_factory=list)  # seed folders where the arm has no results yet
 
     def values(self, metric: str) -> list[float | None]:
-        return [record.get(metric) for record in self.results]
+        return [record.get(key(metric)) for record in self.results]
 
 
 def collect(runs: Path) -> dict[str, ArmRuns]:
@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
         if not metrics:
             raise ConfigError(f"--metrics {args.metrics!r} names no metric; e.g. test_accuracy,test_f1")
+        unknown = [name for name in metrics if name not in RESULT_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"--metrics names {unknown}, not keys of {RESULTS_FILE}; e.g. test_accuracy, eval_ema_accuracy, "
+                "time_to_target_seconds (all of them: accel_recipes/results.py)"
+            )
         print(table(collect(args.runs), args.baseline, metrics))
 
     return run_entry_point(run)

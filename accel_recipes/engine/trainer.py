@@ -9,7 +9,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +33,12 @@ from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec
 from accel_recipes.plan import require_a_micro_batch
 from accel_recipes.reporting import MetricsLog, truncate_metrics
+from accel_recipes.results import RunResults, check_results
 
 
 @dataclass
 class RunResult:
-    metrics: dict[str, Any]
+    metrics: RunResults  # all_results.json
     output_dir: Path
     best_model_path: Path | None
     model: torch.nn.Module = field(repr=False)
@@ -352,7 +352,7 @@ class Trainer:
         }
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
-        return RunResult(results, self.output_dir, best, self.step.model)
+        return RunResult(check_results(results), self.output_dir, best, self.step.model)
 
 
 def _device_name(device: torch.device) -> str:

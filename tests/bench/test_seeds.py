@@ -51,3 +51,5 @@ def test_bad_input_is_one_line_naming_it(tmp_path, capsys):
     write_run(tmp_path, "seed-2", "plain", 0.9, 400.0)
     assert main([str(tmp_path), "--baseline", "baseline"]) == 2
     assert "'baseline' has no runs; the arms found are ['plain']" in capsys.readouterr().err
+    assert main([str(tmp_path), "--metrics", "test_acc"]) == 2
+    assert "--metrics names ['test_acc'], not keys of all_results.json" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from loop_harness import (  # tests/engine is on the path (rootdir import mode)
 
 from accel_recipes.checkpoints import RunState, list_checkpoints
 from accel_recipes.errors import Preempted, TrainingError
+from accel_recipes.results import RESULT_KEYS, TRAINING_KEYS
 
 MICRO_BATCHES = 5
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_samples")
@@ -552,3 +553,18 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_did(data, tmp_path, cra
     assert resumed.metrics["time_to_target_updates"] is None
     assert same_weights(weights(resumed.model), weights(uninterrupted.model))
     assert metrics_of(output_dir, without_timing=True) == metrics_of(tmp_path / "full", without_timing=True)
+
+
+def test_all_results_hold_the_contracts_keys_with_their_types(data, tmp_path):
+    """Every key the trainer returns for all_results.json is in accel_recipes/results.py with the value's type; with
+    model_ema the final evaluation of the EMA weights is there too."""
+    training = training_args(tmp_path / "run", eval_strategy="epoch", model_ema=True, target_metric_value=0.0)
+    results = make_trainer(training, data).fit().metrics
+    assert set(TRAINING_KEYS) <= set(results) <= set(RESULT_KEYS)
+    assert {"eval_ema_accuracy", "eval_ema_f1", "eval_ema_loss", "eval_ema_samples"} <= set(results)
+    for name, value in results.items():
+        declared = RESULT_KEYS[name]
+        if declared is float:
+            declared = (int, float)
+        assert isinstance(value, declared), f"{name}: {value!r} is not {RESULT_KEYS[name]}"
+    assert results["time_to_target_updates"] == 5  # accuracy 0.0 is reached at the first evaluation

@@ -9,6 +9,7 @@ from typing import Any
 
 from accel_recipes.bench.ablate.arms import Arm, effective_batch
 from accel_recipes.bench.common.stats import median_of, spread
+from accel_recipes.results import evaluation_key, key
 
 # The table's columns, in order; ablation.csv has exactly these, ablation.md a readable form of each.
 COLUMNS = (
@@ -77,8 +78,9 @@ class RunRecord:
 def time_to_target(metrics: list[dict[str, Any]], target: float) -> float | None:
     """Training seconds (evaluation excluded) at the first validation with accuracy >= ``target``."""
     for record in metrics:
-        if "eval_accuracy" in record and not record.get("final") and record["eval_accuracy"] >= target:
-            return float(record["train_runtime"])
+        accuracy = record.get(evaluation_key("eval", "accuracy"))
+        if accuracy is not None and not record.get("final") and accuracy >= target:
+            return float(record[key("train_runtime")])
     return None
 
 
@@ -96,32 +98,32 @@ def summarize(
     """One row of the table (keys: ``COLUMNS``); numbers are medians over the arm's successful repeats."""
     done = [record for record in records if record.ok]
     first = done[0].results if done else {}
-    throughput = spread(_result(done, "steady_samples_per_second"))
-    processes = int(first.get("num_processes", 1) or 1)
+    throughput = spread(_result(done, key("steady_samples_per_second")))
+    processes = int(first.get(key("num_processes"), 1) or 1)
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(
         arm=arm.name,
         switches="+".join(arm.parts) or "-",
-        micro_batch=first.get("per_device_train_batch_size", arm.overrides["per_device_train_batch_size"]),
+        micro_batch=first.get(key("per_device_train_batch_size"), arm.overrides["per_device_train_batch_size"]),
         gradient_accumulation_steps=first.get(
             "gradient_accumulation_steps", arm.overrides["gradient_accumulation_steps"]
         ),
         processes=processes,
-        effective_batch=first.get("global_batch_size", effective_batch(arm.overrides) * processes),
-        mixed_precision=first.get("mixed_precision", arm.overrides.get("mixed_precision")),
+        effective_batch=first.get(key("global_batch_size"), effective_batch(arm.overrides) * processes),
+        mixed_precision=first.get(key("mixed_precision"), arm.overrides.get("mixed_precision")),
         pin_memory=bool(arm.overrides.get("dataloader_pin_memory")),
         runs_ok=f"{len(done)}/{len(records)}",
-        eval_accuracy=median_of(_result(done, "eval_accuracy")),
+        eval_accuracy=median_of(_result(done, key("eval_accuracy"))),
         eval_f1=median_of(_result(done, "eval_f1")),
-        test_accuracy=median_of(_result(done, "test_accuracy")),
+        test_accuracy=median_of(_result(done, key("test_accuracy"))),
         test_f1=median_of(_result(done, "test_f1")),
-        train_runtime_s=median_of(_result(done, "train_runtime")),
+        train_runtime_s=median_of(_result(done, key("train_runtime"))),
         seconds_per_epoch=median_of(
-            [r.results["train_runtime"] / r.results["epoch"] for r in done if r.results.get("epoch")]
+            [r.results[key("train_runtime")] / r.results[key("epoch")] for r in done if r.results.get(key("epoch"))]
         ),
-        peak_memory_mb=median_of(_result(done, "peak_memory_mb")),
-        skipped_updates=median_of(_result(done, "skipped_updates")),
-        data_wait_fraction=median_of(_result(done, "data_wait_fraction")),
+        peak_memory_mb=median_of(_result(done, key("peak_memory_mb"))),
+        skipped_updates=median_of(_result(done, key("skipped_updates"))),
+        data_wait_fraction=median_of(_result(done, key("data_wait_fraction"))),
         bound_images_per_second=bound,
     )
     if throughput:
