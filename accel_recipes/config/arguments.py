@@ -50,6 +50,13 @@ class ModelArguments:
         ),
     )
     drop_path_rate: float = field(default=0.0, metadata=_help("stochastic depth rate, where the backbone has it"))
+    aa_layer: Literal["blur", "avg", "blurpc"] | None = field(
+        default=None,
+        metadata=_help(
+            "timm ResNets from scratch: anti-aliased downsampling (blur: BlurPool, avg: average pooling), built as "
+            "timm's own resnetblur* / resnetaa* architecture so the exported folder rebuilds it; None: off"
+        ),
+    )
     cache_dir: str | None = field(default=None, metadata=_help("where Hub downloads are cached"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow code from the Hub to run; off by default"))
 
