@@ -45,6 +45,8 @@ TRAINING_KEYS: dict[str, Any] = {
     "mixed_precision": str | None,
     "device": str,
     "exported_weights": str,  # "ema" or "live"
+    "metric_for_best_model": str,  # the validation metric that chose the exported weights and decides stopping
+    "target_metric_value": float | None,
     "time_to_target_seconds": float | None,  # training time at the first evaluation reaching target_metric_value
     "time_to_target_updates": int | None,
     "time_to_target_samples": int | None,

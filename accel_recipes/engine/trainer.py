@@ -345,6 +345,8 @@ class Trainer:
             "mixed_precision": training.mixed_precision,
             "device": _device_name(accelerator.device),
             "exported_weights": "ema" if self.exports_ema else "live",
+            "metric_for_best_model": training.metric_for_best_model,
+            "target_metric_value": training.target_metric_value,
             "time_to_target_seconds": state.time_to_target_seconds,
             "time_to_target_updates": state.time_to_target_updates,
             "time_to_target_samples": state.time_to_target_samples,

@@ -9,7 +9,8 @@ from typing import Any
 
 from accel_recipes.bench.ablate.arms import Arm, effective_batch
 from accel_recipes.bench.common.stats import median_of, spread
-from accel_recipes.results import evaluation_key, key
+from accel_recipes.bench.common.target import Target, TargetSummary, summarize_target
+from accel_recipes.results import key
 
 # The table's columns, in order; ablation.csv has exactly these, ablation.md a readable form of each.
 COLUMNS = (
@@ -41,6 +42,7 @@ COLUMNS = (
     "data_wait_fraction",
     "time_to_target_s",
     "target_reached",
+    "final_reached_target",
 )
 
 
@@ -75,15 +77,6 @@ class RunRecord:
         }
 
 
-def time_to_target(metrics: list[dict[str, Any]], target: float) -> float | None:
-    """Training seconds (evaluation excluded) at the first validation with accuracy >= ``target``."""
-    for record in metrics:
-        accuracy = record.get(evaluation_key("eval", "accuracy"))
-        if accuracy is not None and not record.get("final") and accuracy >= target:
-            return float(record[key("train_runtime")])
-    return None
-
-
 def _result(records: list[RunRecord], key: str) -> list[float | None]:
     return [record.results.get(key) for record in records if record.ok]
 
@@ -93,7 +86,7 @@ def summarize(
     records: list[RunRecord],
     bound: float | None,
     baseline_throughput: float | None,
-    target_accuracy: float | None,
+    target: Target | None,
 ) -> dict[str, Any]:
     """One row of the table (keys: ``COLUMNS``); numbers are medians over the arm's successful repeats."""
     done = [record for record in records if record.ok]
@@ -140,24 +133,38 @@ def summarize(
             )
         if bound:
             row["fraction_of_bound"] = throughput.median / bound
-    if target_accuracy is not None and done:
-        reached = [time_to_target(record.metrics, target_accuracy) for record in done]
-        row["time_to_target_s"] = median_of(reached)
-        row["target_reached"] = f"{sum(value is not None for value in reached)}/{len(done)}"
+    if target is not None and done:
+        summary = target_summary(done, target)
+        row["time_to_target_s"] = summary.time_to_target_s
+        row["target_reached"] = f"{summary.reached}/{summary.runs}"
+        row["final_reached_target"] = f"{summary.final_reached}/{summary.runs}"
     return row
+
+
+def target_summary(done: list[RunRecord], target: Target) -> TargetSummary:
+    return summarize_target([(record.results, record.metrics) for record in done], target)
+
+
+def budget_summaries(records: list[RunRecord], target: Target) -> dict[str, TargetSummary]:
+    """Each arm's time-to-target summary over its finished repeats, for the smallest-budget line."""
+    arms: dict[str, list[RunRecord]] = {}
+    for record in records:
+        if record.ok:
+            arms.setdefault(record.arm, []).append(record)
+    return {arm: target_summary(done, target) for arm, done in arms.items()}
 
 
 def summarize_all(
     arms: list[Arm],
     records: list[RunRecord],
     bounds: dict[str, float | None],
-    target_accuracy: float | None,
+    target: Target | None,
 ) -> list[dict[str, Any]]:
     """Rows for every arm; speed-ups are over the baseline's median throughput (so the baseline's is 1 exactly)."""
     by_arm = {arm.name: [record for record in records if record.arm == arm.name] for arm in arms}
     baseline = spread(_result(by_arm.get("baseline", []), "steady_samples_per_second"))
     reference = baseline.median if baseline else None
-    rows = [summarize(arm, by_arm[arm.name], bounds.get(arm.name), reference, target_accuracy) for arm in arms]
+    rows = [summarize(arm, by_arm[arm.name], bounds.get(arm.name), reference, target) for arm in arms]
     for row in rows:
         if row["arm"] == "baseline" and row["speedup"] is not None:
             row["speedup"] = 1.0  # x / x, without a rounding doubt
