@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from torch import nn
+
 from accel_recipes.errors import ConfigError
 
 # aa_layer -> the infix of timm's architectures built with it (resnet50 -> resnetblur50, resnet50d -> resnetaa50d)
@@ -48,6 +50,26 @@ def anti_aliased_architecture(architecture: str, aa_layer: str, pretrained: bool
             "remove aa_layer"
         )
     return candidate
+
+
+def check_input_size(model: nn.Module, architecture: str, aa_layer: str, input_size: int) -> None:
+    """One forward of a blank image at ``input_size``: BlurPool's reflect padding needs feature maps of at least
+    2 px, and timm's average-pool downsampling even sides, which small inputs do not give in the deep stages. A
+    ConfigError naming the size, rather than torch's padding error at the first training step."""
+    import torch
+
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, input_size, input_size))
+    except RuntimeError as error:
+        raise ConfigError(
+            f"aa_layer {aa_layer} ({architecture}) cannot take {input_size} px inputs: its downsampling runs out of "
+            f"pixels in the last stages ({str(error).splitlines()[0][:120]}); raise image_size, turn on the "
+            "small-image stem, or remove aa_layer"
+        ) from None
+    finally:
+        model.train(training)
 
 
 def _is_anti_aliased_resnet(name: str, infix: str) -> bool:

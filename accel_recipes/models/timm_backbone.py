@@ -16,7 +16,7 @@ from typing import Any
 from accel_recipes.config import ModelArguments
 from accel_recipes.errors import ModelError
 from accel_recipes.hub_access import hub_unreachable_reason
-from accel_recipes.models.anti_alias import anti_aliased_architecture
+from accel_recipes.models.anti_alias import anti_aliased_architecture, check_input_size
 from accel_recipes.models.folder import (
     check_weight_files,
     folder_library,
@@ -177,6 +177,8 @@ def build_timm(
         if stem:
             apply_small_image_stem(model)
 
+    if model_args.aa_layer is not None:
+        check_input_size(model, source.architecture, model_args.aa_layer, input_size)
     if model_args.pretrained:
         model_cfg = model.pretrained_cfg
         mean = three_channels(model_cfg.get("mean", IMAGENET_MEAN), "mean", name)

@@ -75,6 +75,7 @@ def test_avg_is_timms_resnetaa():
         ("resnet18", {"aa_layer": "blur", "pretrained": True}, "is loaded with pretrained weights trained without"),
         ("resnet18", {"aa_layer": "blur", "model_library": "transformers"}, "is a transformers backbone"),
         ("resnet18", {"aa_layer": "blurry"}, r"'aa_layer' must be one of \['blur', 'avg', 'blurpc'\]"),
+        ("resnet18", {"aa_layer": "blur", "image_size": 16, "small_image_stem": "false"}, "cannot take 16 px inputs"),
     ],
 )
 def test_what_cannot_be_built_or_exported_is_a_config_error(name, fields, message):
