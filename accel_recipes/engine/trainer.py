@@ -350,7 +350,7 @@ class Trainer:
             "time_to_target_seconds": state.time_to_target_seconds,
             "time_to_target_updates": state.time_to_target_updates,
             "time_to_target_samples": state.time_to_target_samples,
-            "stopped_early": self.stopping_early,
+            "stopped_early": self.stopping_early and state.update < plan.total_updates,
         }
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
