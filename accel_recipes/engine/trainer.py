@@ -136,7 +136,8 @@ class Trainer:
                     if events.stop:
                         raise Preempted(monitor.stop.received or "a stop signal", checkpoint)
                 if events.end:  # the clock stays stopped: train_runtime ends with this update
-                    return self._close_epoch(epoch)
+                    self._close_epoch(epoch)
+                    return
                 monitor.start_timing()
             window_loss.zero_()
         monitor.stop_timing()
