@@ -19,9 +19,10 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from accel_recipes.errors import RunFolderError
 from accel_recipes.io import atomic_file, copy_file_atomic
 from accel_recipes.models.folder import recorded_facts
+from accel_recipes.results import RESULTS_FILE, evaluation_key, key
 
 TEMPLATE = Path(__file__).resolve().parent / "card_templates" / "image_classification.md"
-REQUIRED = ("config.yaml", "all_results.json", "model/config.json", "model/*.safetensors")
+REQUIRED = ("config.yaml", RESULTS_FILE, "model/config.json", "model/*.safetensors")
 COPIED_INTO_MODEL = ("learning_curves.png", "config.yaml")
 DEFAULT_LICENSE = "apache-2.0"
 NA = "n/a"
@@ -166,7 +167,7 @@ def _eval_results(config: dict[str, Any], results: dict[str, Any], dataset: str)
     """Test accuracy and macro-F1 when the run had a test split, else validation; what the Hub shows."""
     prefix, split, pretty = (
         ("test", config.get("test_split_name") or "test", "Test")
-        if "test_accuracy" in results
+        if evaluation_key("test", "accuracy") in results
         else ("eval", config.get("validation_split_name"), "Validation")
     )
     dataset_name = str(config.get("dataset_name") or "unknown")
@@ -180,7 +181,7 @@ def _eval_results(config: dict[str, Any], results: dict[str, Any], dataset: str)
     }
     found = []
     for metric, label, args in (("accuracy", "accuracy", None), ("f1", "macro-F1", {"average": "macro"})):
-        value = results.get(f"{prefix}_{metric}")
+        value = results.get(evaluation_key(prefix, metric))
         if isinstance(value, (int, float)):
             metric_name = f"{pretty} {label}"
             found.append(
@@ -220,18 +221,20 @@ def _card_data(run: dict[str, Any], repo_id: str | None, license: str) -> ModelC
 
 
 def _results_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The exported weights on validation and test; then, with an EMA kept, the EMA weights at the end of training."""
     rows = []
-    for prefix, split in (("eval", "validation"), ("test", "test")):
-        if any(key.startswith(f"{prefix}_") for key in results):
-            rows.append(
-                {
-                    "split": split,
-                    "accuracy": _percent(results.get(f"{prefix}_accuracy")),
-                    "f1": _percent(results.get(f"{prefix}_f1")),
-                    "loss": _value(results, f"{prefix}_loss"),
-                    "samples": _value(results, f"{prefix}_samples"),
-                }
-            )
+    for ema in (False, True):
+        for prefix, split in (("eval", "validation"), ("test", "test")):
+            if evaluation_key(prefix, "accuracy", ema=ema) in results:
+                rows.append(
+                    {
+                        "split": split + (" (EMA weights at the end of training)" if ema else ""),
+                        "accuracy": _percent(results.get(evaluation_key(prefix, "accuracy", ema=ema))),
+                        "f1": _percent(results.get(evaluation_key(prefix, "f1", ema=ema))),
+                        "loss": _value(results, evaluation_key(prefix, "loss", ema=ema)),
+                        "samples": _value(results, evaluation_key(prefix, "samples", ema=ema)),
+                    }
+                )
     return rows
 
 
@@ -251,7 +254,7 @@ def _setup_rows(config: dict[str, Any], results: dict[str, Any], facts: dict[str
         optimizer += f" (Nesterov momentum {_number(config.get('momentum'))})"
     elif config.get("optim") == "adamw":
         optimizer += f" (betas {_number(config.get('adam_beta1'))}, {_number(config.get('adam_beta2'))})"
-    epochs = f"{_value(results, 'epoch')} epochs, {_value(results, 'train_updates')} optimizer updates"
+    epochs = f"{_value(results, key('epoch'))} epochs, {_value(results, key('train_updates'))} optimizer updates"
     name, architecture = config.get("model_name_or_path") or facts["architecture"], facts["architecture"]
     backbone = f"`{name}`" + (f" ({architecture})" if architecture and architecture != name else "")
     rows = [
@@ -265,9 +268,9 @@ def _setup_rows(config: dict[str, Any], results: dict[str, Any], facts: dict[str
         ("Training length", epochs),
         ("Per-device batch", _value(config, "per_device_train_batch_size")),
         ("Gradient accumulation steps", _value(config, "gradient_accumulation_steps")),
-        ("Processes", _value(results, "num_processes")),
-        ("Effective batch", _value(results, "global_batch_size")),
-        ("Precision", _precision(results.get("mixed_precision") or config.get("mixed_precision"))),
+        ("Processes", _value(results, key("num_processes"))),
+        ("Effective batch", _value(results, key("global_batch_size"))),
+        ("Precision", _precision(results.get(key("mixed_precision")) or config.get("mixed_precision"))),
         ("Pinned memory", _pinned(config, results)),
         ("Data pipeline", f"{config.get('data_pipeline', NA)}, {config.get('dataloader_num_workers', NA)} workers"),
         ("Optimizer", optimizer),
@@ -277,8 +280,8 @@ def _setup_rows(config: dict[str, Any], results: dict[str, Any], facts: dict[str
         ("Seed", _value(config, "seed")),
     ]
     rows += _regularization_rows(config, results)
-    if results.get("skipped_updates"):
-        rows.append(("Skipped updates (non-finite fp16 gradients)", _value(results, "skipped_updates")))
+    if results.get(key("skipped_updates")):
+        rows.append(("Skipped updates (non-finite fp16 gradients)", _value(results, key("skipped_updates"))))
     return rows
 
 
@@ -296,10 +299,10 @@ def _regularization_rows(config: dict[str, Any], results: dict[str, Any]) -> lis
     if config.get("random_erasing"):
         rows.append(("Random erasing", f"probability {_value(config, 'random_erasing')}"))
     if config.get("model_ema"):
-        exported = "the EMA weights" if results.get("exported_weights") == "ema" else "the live weights"
+        exported = "the EMA weights" if results.get(key("exported_weights")) == "ema" else "the live weights"
         rows.append(("EMA of the weights", f"decay {_value(config, 'model_ema_decay')}; exported: {exported}"))
     if config.get("eval_flip_tta"):
-        tta = results.get("test_tta_accuracy", results.get("eval_tta_accuracy"))
+        tta = results.get(key("test_tta_accuracy"), results.get(key("eval_tta_accuracy")))
         rows.append(("Flip TTA accuracy (reported apart)", _percent(tta)))
     return rows
 
@@ -310,7 +313,7 @@ def _precision(value: Any) -> str:
 
 def _pinned(config: dict[str, Any], results: dict[str, Any]) -> str:
     pinned = config.get("dataloader_pin_memory")
-    if pinned and results.get("device") == "cpu":
+    if pinned and results.get(key("device")) == "cpu":
         return "false (a CPU run pins nothing)"
     return _number(pinned)
 
@@ -329,29 +332,40 @@ def _images_per_second(value: Any) -> str:
 
 def _speed_rows(results: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
-        ("Training time", _duration(results.get("train_runtime"))),
-        ("Throughput", _images_per_second(results.get("train_samples_per_second"))),
+        ("Training time", _duration(results.get(key("train_runtime")))),
+        ("Throughput", _images_per_second(results.get(key("train_samples_per_second")))),
     ]
-    if "steady_samples_per_second" in results:
+    if key("steady_samples_per_second") in results:
         warmup = config.get("throughput_warmup_steps")
         label = f"Steady-state throughput (after {warmup} warm-up updates)" if warmup else "Steady-state throughput"
-        updates = results.get("train_updates")
+        updates = results.get(key("train_updates"))
         if warmup and isinstance(updates, int) and updates <= warmup:
             rows.append((label, f"not measured: the run had {updates} update(s), within the warm-up"))
         else:
-            rows.append((label, _images_per_second(results["steady_samples_per_second"])))
-    if isinstance(results.get("data_wait_fraction"), (int, float)):
-        rows.append(("Time waiting for data", _percent(results["data_wait_fraction"])))
-    if isinstance(results.get("peak_memory_mb"), (int, float)) and results["peak_memory_mb"] > 0:
-        what = "Peak process memory (RSS)" if results.get("device") == "cpu" else "Peak device memory"
-        rows.append((what, f"{results['peak_memory_mb'] / 1024:,.1f} GiB"))
-    rows.append(("Device", f"{results.get('device', NA)} x {results.get('num_processes', NA)} process(es)"))
-    rows.append(("Precision", _precision(results.get("mixed_precision"))))
+            rows.append((label, _images_per_second(results[key("steady_samples_per_second")])))
+    if config.get("target_metric_value") is not None:
+        rows.append(("Time to the target", _time_to_target(results, config)))
+    if isinstance(results.get(key("data_wait_fraction")), (int, float)):
+        rows.append(("Time waiting for data", _percent(results[key("data_wait_fraction")])))
+    if isinstance(results.get(key("peak_memory_mb")), (int, float)) and results[key("peak_memory_mb")] > 0:
+        what = "Peak process memory (RSS)" if results.get(key("device")) == "cpu" else "Peak device memory"
+        rows.append((what, f"{results[key('peak_memory_mb')] / 1024:,.1f} GiB"))
+    rows.append(("Device", f"{results.get(key('device'), NA)} x {results.get(key('num_processes'), NA)} process(es)"))
+    rows.append(("Precision", _precision(results.get(key("mixed_precision")))))
     return rows
 
 
+def _time_to_target(results: dict[str, Any], config: dict[str, Any]) -> str:
+    target = f"{config.get('metric_for_best_model', 'accuracy')} {config['target_metric_value']}"
+    seconds = results.get(key("time_to_target_seconds"))
+    if not isinstance(seconds, (int, float)):
+        return f"{target} not reached"
+    updates = results.get(key("time_to_target_updates"))
+    return f"{target} reached after {_duration(seconds)} of training ({updates} updates)"
+
+
 def _reproduce_command(results: dict[str, Any]) -> str:
-    processes = results.get("num_processes")
+    processes = results.get(key("num_processes"))
     topology = f"--multi_gpu --num_processes {processes} " if isinstance(processes, int) and processes > 1 else ""
     return f"accelerate launch {topology}recipes/train.py --config config.yaml"
 
@@ -387,7 +401,7 @@ def read_run(output_dir: str | Path) -> dict[str, Any]:
         "folder": folder,
         "name": Path(str(config.get("output_dir") or folder)).name or folder.resolve().name,
         "config": config,
-        "results": _read_json(folder / "all_results.json"),
+        "results": _read_json(folder / RESULTS_FILE),
         "model": _model_facts(_read_json(folder / "model" / "config.json")),
         "dataset": _dataset_short_name(dataset) if dataset else "an unnamed dataset",
         "has_curves": (folder / "learning_curves.png").is_file(),
@@ -407,7 +421,7 @@ def render_model_card(output_dir: str | Path, repo_id: str | None = None, licens
     repo = repo_id or config.get("hub_model_id") or run["name"]
     if "/" not in repo:
         repo = f"<your-username>/{repo}"
-    has_test = any(key.startswith("test_") for key in results)
+    has_test = any(name.startswith("test_") for name in results)
     loader = "custom_code" if facts["small_image_stem"] else facts["library"]
     return ModelCard.from_template(
         _card_data(run, repo_id, license),

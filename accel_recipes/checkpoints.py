@@ -53,6 +53,14 @@ class RunState:
     skipped_images: int = 0  # undecodable images left out (skip_corrupt_images)
     best_metric: float | None = None
     best_update: int | None = None
+    # the first evaluation that reached target_metric_value: training time (as train_seconds), updates and samples
+    time_to_target_seconds: float | None = None
+    time_to_target_updates: int | None = None
+    time_to_target_samples: int | None = None
+    # early stopping (transformers' EarlyStoppingCallback): the best metric_for_best_model so far, by any margin,
+    # and the evaluations in a row that did not beat it by more than early_stopping_threshold
+    early_stopping_best: float | None = None
+    evaluations_without_improvement: int = 0
     num_classes: int = 0
     model_ema: bool | None = None  # whether the checkpoint holds an EMA of the weights (None: saved before it said)
     total_updates: int | None = None  # the run's length its schedule was built for (None: saved before it said)

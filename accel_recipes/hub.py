@@ -31,11 +31,12 @@ from accel_recipes.card import check_run_folder, tensorboard_files, write_model_
 from accel_recipes.config import RecipeArguments
 from accel_recipes.errors import HubError, RunFolderError, run_entry_point
 from accel_recipes.hub_access import hub_offline, hub_reachable, offline_reason
+from accel_recipes.results import RESULTS_FILE
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_MESSAGE = "Upload image classifier trained with accel-recipes"
-ROOT_FILES = ("all_results.json", "metrics.jsonl", "config.yaml")
+ROOT_FILES = (RESULTS_FILE, "metrics.jsonl", "config.yaml")
 TENSORBOARD_PREFIX = "runs"
 CHECKPOINT_PREFIX = "last-checkpoint"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile

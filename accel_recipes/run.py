@@ -32,10 +32,11 @@ from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.plan import TrainingPlan
 from accel_recipes.reporting import plot_learning_curves
+from accel_recipes.results import RESULTS_FILE
 from accel_recipes.signals import stop_with_launcher
 from accel_recipes.write_failures import written_together
 
-FINISHED_MARKERS = ("all_results.json", "metrics.jsonl", "checkpoints", "model")
+FINISHED_MARKERS = (RESULTS_FILE, "metrics.jsonl", "checkpoints", "model")
 
 
 def check_output_dir(training: TrainingArguments) -> None:
@@ -123,7 +124,7 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     last_checkpoint = newest_checkpoint(output_dir / "checkpoints")
     with written_together(accelerator, f"the results and model folder in '{output_dir}'", last_checkpoint):
         if accelerator.is_main_process:
-            write_json_atomic(output_dir / "all_results.json", result.metrics)
+            write_json_atomic(output_dir / RESULTS_FILE, result.metrics)
             plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
             model = accelerator.unwrap_model(result.model)
             save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)

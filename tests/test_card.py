@@ -23,6 +23,7 @@ from accel_recipes.config import dump_config, make_args
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
 from accel_recipes.reporting import plot_learning_curves
+from accel_recipes.results import RESULT_KEYS
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer"]
 MEAN = (0.49, 0.48, 0.45)
@@ -293,3 +294,23 @@ def test_a_folder_that_is_not_a_run_says_what_is_missing(tmp_path):
 
 def test_a_finished_run_folder_passes(timm_run):
     assert check_run_folder(timm_run) == timm_run
+
+
+def test_the_fixture_results_are_keys_of_the_results_contract():
+    """A key renamed in accel_recipes/results.py must be renamed here too, or the card tests read nothing."""
+    assert set(RESULTS) <= set(RESULT_KEYS)
+
+
+def test_card_shows_the_ema_weights_and_the_time_to_the_target(tmp_path):
+    run = make_run_folder(tmp_path, model_ema=True, target_metric_value=0.6)
+    results = json.loads((run / "all_results.json").read_text())
+    results |= {"eval_ema_accuracy": 0.6231, "eval_ema_f1": 0.62, "eval_ema_loss": 1.05, "eval_ema_samples": 500}
+    results |= {"time_to_target_seconds": 3001.5, "time_to_target_updates": 280, "time_to_target_samples": 71680}
+    (run / "all_results.json").write_text(json.dumps(results))
+    text = write_model_card(run).read_text()
+    assert "| validation (EMA weights at the end of training) | 62.31% |" in text
+    assert "accuracy 0.6 reached after 50 min 01.5 s (3,001.5 s) of training (280 updates)" in text
+
+    results["time_to_target_seconds"] = None
+    (run / "all_results.json").write_text(json.dumps(results))
+    assert "accuracy 0.6 not reached" in write_model_card(run).read_text()

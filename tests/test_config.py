@@ -89,6 +89,30 @@ def test_steps_strategy_needs_its_steps():
         parse_args(["--eval_strategy", "steps"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--target_metric_value", "0.9", "--eval_strategy", "no"], "'target_metric_value' is decided at evaluations"),
+        (["--early_stopping_patience", "2", "--eval_strategy", "no"], "'early_stopping_patience' is decided at"),
+        (["--target_metric_value", "89.3"], r"'target_metric_value' 89.3 is out of range .* accuracy.* e.g. 0.9"),
+        (["--target_metric_value", "-1", "--metric_for_best_model", "loss"], "below 0, which a loss never reaches"),
+        (["--early_stopping_patience", "0"], "'early_stopping_patience' must be at least 1"),
+        (["--early_stopping_threshold", "-0.1"], "'early_stopping_threshold' must be 0 or more"),
+    ],
+)
+def test_stopping_fields_are_checked(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_args(argv)
+
+
+def test_stopping_fields_parse_from_the_command_line():
+    training = parse_args(
+        ["--target_metric_value", "0.35", "--metric_for_best_model", "loss", "--early_stopping_patience", "3"]
+    ).training
+    assert (training.target_metric_value, training.early_stopping_patience) == (0.35, 3)
+    assert training.early_stopping_threshold == 0.0
+
+
 def test_synthetic_data_is_never_pushed():
     with pytest.raises(ConfigError, match="'push_to_hub' is true with 'data_pipeline: synthetic'"):
         parse_args(["--data_pipeline", "synthetic", "--push_to_hub", "true"])

@@ -2,7 +2,10 @@
 
 RUNS holds one folder per seed (or repeat), each holding one output_dir per arm, as a loop of ``recipes/train.py
 --seed S --output_dir RUNS/seed-S/ARM`` leaves them. For each arm it prints the median and the min-max of each
-metric over the seeds, the median steady throughput and its ratio to the baseline arm's: a Markdown table.
+metric over the seeds, the median steady throughput and its ratio to the baseline arm's: a Markdown table. With
+``--target_metric_value`` also each arm's median training time to that validation target (over the seeds that
+reached it), how many seeds ended at or past it, and the arm with the smallest training budget whose median run ends
+there (``bench.common.target``).
 
 The ablation runner (``recipes/ablate.py``) measures against the paper's baseline (the streaming loader,
 pageable memory) and repeats one seed; this compares whatever runs a user made, at the recipe's own settings.
@@ -17,20 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accel_recipes.bench.common.stats import median_of, spread
+from accel_recipes.bench.common.target import METRICS, Target, TargetSummary, budget_line, summarize_target
 from accel_recipes.errors import ConfigError, run_entry_point
+from accel_recipes.reporting import read_metrics
+from accel_recipes.results import RESULT_KEYS, RESULTS_FILE, key
 
-RESULTS_FILE = "all_results.json"
-THROUGHPUT = "steady_samples_per_second"
+THROUGHPUT = key("steady_samples_per_second")
 
 
 @dataclass
 class ArmRuns:
     name: str
     results: list[dict] = field(default_factory=list)  # one all_results.json per finished seed
+    metrics: list[list[dict]] = field(default_factory=list)  # its metrics.jsonl records, in the same order
     unfinished: list[str] = field(default_factory=list)  # seed folders where the arm has no results yet
 
     def values(self, metric: str) -> list[float | None]:
-        return [record.get(metric) for record in self.results]
+        return [record.get(key(metric)) for record in self.results]
 
 
 def collect(runs: Path) -> dict[str, ArmRuns]:
@@ -44,6 +50,7 @@ def collect(runs: Path) -> dict[str, ArmRuns]:
             results_file = arm_folder / RESULTS_FILE
             if results_file.is_file():
                 arm.results.append(json.loads(results_file.read_text()))
+                arm.metrics.append(read_metrics(arm_folder / "metrics.jsonl"))
             else:
                 arm.unfinished.append(seed_folder.name)
     if not any(arm.results for arm in arms.values()):
@@ -61,20 +68,37 @@ def _spread_text(values: list[float | None]) -> str:
     return f"{found.median:.4f} ({found.min:.4f}-{found.max:.4f})"
 
 
-def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str]) -> str:
-    """The Markdown table: the baseline's row first, then the other arms in name order."""
+def _target_cells(arm: ArmRuns, target: Target) -> tuple[list[str], TargetSummary]:
+    summary = summarize_target(list(zip(arm.results, arm.metrics, strict=True)), target)
+    runs = summary.runs
+    time = f"{summary.time_to_target_s:.1f}" if summary.time_to_target_s is not None else "not reached"
+    return [f"{time} ({summary.reached}/{runs})", f"{summary.final_reached}/{runs}"], summary
+
+
+def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str], target: Target | None = None) -> str:
+    """The Markdown table: the baseline's row first, then the other arms in name order; with a ``target`` its
+    columns and, under the table, the smallest budget that reaches it."""
     if baseline not in arms:
         raise ConfigError(f"baseline arm {baseline!r} has no runs; the arms found are {list(arms)}")
     base_throughput = median_of(arms[baseline].values(THROUGHPUT))
     header = ["arm", "seeds", *(f"{metric}, median (min-max)" for metric in metrics), "steady images/s, median"]
-    lines = ["| " + " | ".join([*header, f"against `{baseline}`"]) + " |", "|" + "---|" * (len(header) + 1)]
+    header.append(f"against `{baseline}`")
+    if target is not None:
+        header += [f"s to {target.describe()}, median (seeds reached)", "final validation reached"]
+    summaries: dict[str, TargetSummary] = {}
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in sorted(arms.values(), key=lambda arm: arm.name != baseline):
         throughput = median_of(arm.values(THROUGHPUT))
         ratio = f"{throughput / base_throughput:.2f}" if throughput and base_throughput else "-"
         seeds = str(len(arm.results)) + (f" ({len(arm.unfinished)} unfinished)" if arm.unfinished else "")
         cells = [f"`{arm.name}`", seeds, *(_spread_text(arm.values(metric)) for metric in metrics)]
         cells += [f"{throughput:.1f}" if throughput else "-", ratio]
+        if target is not None:
+            target_cells, summaries[arm.name] = _target_cells(arm, target)
+            cells += target_cells
         lines.append("| " + " | ".join(cells) + " |")
+    if target is not None:
+        lines += ["", budget_line(summaries, target)]
     return "\n".join(lines)
 
 
@@ -87,13 +111,31 @@ def main(argv: list[str] | None = None) -> int:
         default="test_accuracy",
         help="comma-separated all_results.json keys to summarise (default: test_accuracy)",
     )
+    parser.add_argument(
+        "--target_metric_value",
+        type=float,
+        help="also report the median training time to this validation value, and the smallest budget reaching it",
+    )
+    parser.add_argument(
+        "--target_metric",
+        default="accuracy",
+        choices=METRICS,
+        help="the validation metric of the target, of the weights each run exported (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     def run() -> None:
         metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
         if not metrics:
             raise ConfigError(f"--metrics {args.metrics!r} names no metric; e.g. test_accuracy,test_f1")
-        print(table(collect(args.runs), args.baseline, metrics))
+        unknown = [name for name in metrics if name not in RESULT_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"--metrics names {unknown}, not keys of {RESULTS_FILE}; e.g. test_accuracy, eval_ema_accuracy, "
+                "time_to_target_seconds (all of them: accel_recipes/results.py)"
+            )
+        target = None if args.target_metric_value is None else Target(args.target_metric_value, args.target_metric)
+        print(table(collect(args.runs), args.baseline, metrics, target))
 
     return run_entry_point(run)
 

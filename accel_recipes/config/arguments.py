@@ -50,6 +50,13 @@ class ModelArguments:
         ),
     )
     drop_path_rate: float = field(default=0.0, metadata=_help("stochastic depth rate, where the backbone has it"))
+    aa_layer: Literal["blur", "avg", "blurpc"] | None = field(
+        default=None,
+        metadata=_help(
+            "timm ResNets from scratch: anti-aliased downsampling (blur: BlurPool, avg: average pooling), built as "
+            "timm's own resnetblur* / resnetaa* architecture so the exported folder rebuilds it; None: off"
+        ),
+    )
     cache_dir: str | None = field(default=None, metadata=_help("where Hub downloads are cached"))
     trust_remote_code: bool = field(default=False, metadata=_help("allow code from the Hub to run; off by default"))
 
@@ -180,6 +187,23 @@ class TrainingArguments:
         metadata=_help(
             "validation metric that picks the best checkpoint; ema_*: of the EMA weights, which are then exported"
         ),
+    )
+    target_metric_value: float | None = field(
+        default=None,
+        metadata=_help(
+            "stop training at the first evaluation whose metric_for_best_model reaches this value (at or below it "
+            "for *loss, else at or above; accuracy and f1 are fractions); the run then finishes as usual"
+        ),
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata=_help(
+            "stop training after this many evaluations in a row without an improvement of metric_for_best_model "
+            "larger than early_stopping_threshold (transformers' EarlyStoppingCallback); None: off"
+        ),
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata=_help("how much metric_for_best_model must improve to reset early_stopping_patience")
     )
     eval_flip_tta: bool = field(
         default=False, metadata=_help("also evaluate on the logits of each image and its mirror averaged (eval_tta_*)")

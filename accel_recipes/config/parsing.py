@@ -151,6 +151,7 @@ def validate(args: RecipeArguments) -> None:
             "data_pipeline"
         )
     _validate_regularization(args)
+    _validate_stopping(args)
     known_trackers = {"tensorboard", "trackio", "wandb", "all", "none"}
     for tracker in training.report_targets():
         if tracker not in known_trackers:
@@ -208,6 +209,35 @@ def _validate_regularization(args: RecipeArguments) -> None:
         raise ConfigError(f"'rand_augment_magnitude' must be in [0, 30], got {data.rand_augment_magnitude}")
     if data.rand_augment_num_ops < 1:
         raise ConfigError(f"'rand_augment_num_ops' must be at least 1, got {data.rand_augment_num_ops}")
+
+
+def _validate_stopping(args: RecipeArguments) -> None:
+    """target_metric_value, early_stopping_patience and early_stopping_threshold."""
+    training = args.training
+    metric = training.metric_for_best_model
+    stopping = [
+        name for name in ("target_metric_value", "early_stopping_patience") if getattr(training, name) is not None
+    ]
+    if stopping and training.eval_strategy == "no":
+        raise ConfigError(
+            f"'{stopping[0]}' is decided at evaluations, but 'eval_strategy' is no; set eval_strategy to epoch or "
+            "steps, or leave it unset"
+        )
+    target = training.target_metric_value
+    if target is not None and not metric.endswith("loss") and not 0 <= target <= 1:
+        raise ConfigError(
+            f"'target_metric_value' {target} is out of range for metric_for_best_model {metric}, a fraction in "
+            f"[0, 1]; e.g. 0.9 for 90%"
+        )
+    if target is not None and metric.endswith("loss") and target < 0:
+        raise ConfigError(f"'target_metric_value' {target} is below 0, which a {metric} never reaches")
+    if training.early_stopping_patience is not None and training.early_stopping_patience < 1:
+        raise ConfigError(
+            f"'early_stopping_patience' must be at least 1 (evaluations without improvement), got "
+            f"{training.early_stopping_patience}; leave it unset to turn early stopping off"
+        )
+    if training.early_stopping_threshold < 0:
+        raise ConfigError(f"'early_stopping_threshold' must be 0 or more, got {training.early_stopping_threshold}")
 
 
 def parse_args(argv: list[str] | None = None) -> RecipeArguments:

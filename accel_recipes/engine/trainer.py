@@ -9,7 +9,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,17 +29,19 @@ from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
+from accel_recipes.engine.stopping import EarlyStopping
 from accel_recipes.errors import Preempted, TrainingError
 from accel_recipes.metrics import MetricAccumulator
 from accel_recipes.models import ModelSpec
 from accel_recipes.optim import rebuild_schedule
 from accel_recipes.plan import require_a_micro_batch
 from accel_recipes.reporting import MetricsLog, truncate_metrics
+from accel_recipes.results import RunResults, check_results
 
 
 @dataclass
 class RunResult:
-    metrics: dict[str, Any]
+    metrics: RunResults  # all_results.json
     output_dir: Path
     best_model_path: Path | None
     model: torch.nn.Module = field(repr=False)
@@ -73,6 +74,7 @@ class Trainer:
             num_classes=data.num_classes, model_ema=training.model_ema, total_updates=self.plan.total_updates
         )
         self.monitor = UpdateMonitor(training, self.plan, accelerator, self.state, self.checkpoint_dir)
+        self.early_stopping = EarlyStopping(training)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -84,12 +86,16 @@ class Trainer:
         )
         with self.monitor.stop:
             for epoch in range(self.state.epoch, plan.epochs):
+                if self.stopping_early:  # also a run resumed from a checkpoint saved after the stop was decided
+                    break
                 # Resumed from a checkpoint of the last update saved before its epoch's end: train_epoch trains
                 # nothing, and the epoch's evaluation (which resume dropped from metrics.jsonl) and save run again.
                 epoch_end_pending = self.state.micro_in_epoch >= plan.micro_batches_per_epoch
                 if self.state.update >= plan.total_updates and not epoch_end_pending:
                     break
                 self.train_epoch(epoch, progress)
+                if self.stopping_early:  # decided by an evaluation inside the epoch (eval_strategy steps)
+                    break
                 if training.eval_strategy == "epoch":
                     self.evaluate_and_track(self.state.update / plan.updates_per_epoch)
                 if training.save_strategy == "epoch":
@@ -129,15 +135,22 @@ class Trainer:
                     self._log_training(fraction, accelerator.reduce(window_loss, "mean").item(), progress)
                 if events.evaluate:
                     self.evaluate_and_track(fraction)
+                    events.end = events.end or self.stopping_early
                 if events.save or events.stop:
                     checkpoint = self.save()
                     if events.stop:
                         raise Preempted(monitor.stop.received or "a stop signal", checkpoint)
+                if events.end:  # the clock stays stopped: train_runtime ends with this update
+                    self._close_epoch(epoch)
+                    return
                 monitor.start_timing()
             window_loss.zero_()
-            if events.end:
-                break
         monitor.stop_timing()
+        self._close_epoch(epoch)
+
+    def _close_epoch(self, epoch: int) -> None:
+        """Count epoch ``epoch`` as completed once all its micro-batches are trained."""
+        state = self.state
         if state.micro_in_epoch >= self.plan.micro_batches_per_epoch:
             state.epoch, state.micro_in_epoch = epoch + 1, 0
 
@@ -197,7 +210,17 @@ class Trainer:
             state.best_metric, state.best_update = value, state.update
             weights = self.step.ema.module if self.exports_ema else self.step.model
             save_weights(self.accelerator, weights, self.best_model_path, self.checkpoint_dir)
+        was_stopping = self.stopping_early
+        self.early_stopping.observe(state, value)
+        reason = self.early_stopping.reason(state)
+        if reason and not was_stopping:
+            self.accelerator.print(f"update {state.update}: stopping training early: {reason}")
         return metrics
+
+    @property
+    def stopping_early(self) -> bool:
+        """Whether an evaluation decided that training ends here (``target_metric_value``, early stopping)."""
+        return self.early_stopping.reason(self.state) is not None
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> Path | None:
@@ -323,6 +346,10 @@ class Trainer:
         final = self.evaluate(self.loaders.validation, "eval")
         if self.loaders.test is not None:
             final.update(self.evaluate(self.loaders.test, "test"))
+        if self.step.ema is not None:  # the EMA weights at the end of training, whichever weights are exported
+            final.update(self.evaluate(self.loaders.validation, "eval_ema", ema=True))
+            if self.loaders.test is not None:
+                final.update(self.evaluate(self.loaders.test, "test_ema", ema=True))
         seconds = state.train_seconds
         results = {
             **final,
@@ -345,10 +372,16 @@ class Trainer:
             "mixed_precision": training.mixed_precision,
             "device": _device_name(accelerator.device),
             "exported_weights": "ema" if self.exports_ema else "live",
+            "metric_for_best_model": training.metric_for_best_model,
+            "target_metric_value": training.target_metric_value,
+            "time_to_target_seconds": state.time_to_target_seconds,
+            "time_to_target_updates": state.time_to_target_updates,
+            "time_to_target_samples": state.time_to_target_samples,
+            "stopped_early": self.stopping_early and state.update < plan.total_updates,
         }
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
-        return RunResult(results, self.output_dir, best, self.step.model)
+        return RunResult(check_results(results), self.output_dir, best, self.step.model)
 
 
 def _device_name(device: torch.device) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from accel_recipes.config import ModelArguments
 from accel_recipes.errors import ModelError
 from accel_recipes.hub_access import hub_unreachable_reason
+from accel_recipes.models.anti_alias import anti_aliased_architecture, check_input_size
 from accel_recipes.models.folder import (
     check_weight_files,
     folder_library,
@@ -125,7 +126,13 @@ def build_timm(
     import timm
 
     name = model_args.model_name_or_path
-    source = _timm_source(name, model_args.pretrained, model_args.cache_dir)
+    # with aa_layer no weights are fetched: pretrained is refused below, before anything is built
+    source = _timm_source(name, model_args.pretrained and model_args.aa_layer is None, model_args.cache_dir)
+    if model_args.aa_layer is not None:
+        architecture = anti_aliased_architecture(
+            source.architecture, model_args.aa_layer, model_args.pretrained, source.folder is not None
+        )
+        source.create_name = source.architecture = architecture
     cfg = source.pretrained_cfg
     pretrained_size = int(cfg.get("input_size", (3, 224, 224))[-1])
     input_size = model_args.image_size or (pretrained_size if model_args.pretrained else native_size)
@@ -170,6 +177,8 @@ def build_timm(
         if stem:
             apply_small_image_stem(model)
 
+    if model_args.aa_layer is not None:
+        check_input_size(model, source.architecture, model_args.aa_layer, input_size)
     if model_args.pretrained:
         model_cfg = model.pretrained_cfg
         mean = three_channels(model_cfg.get("mean", IMAGENET_MEAN), "mean", name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from accel_recipes.bench.ablate.arms import ArmContext, parse_arms
 from accel_recipes.bench.ablate.summary import RunRecord, summarize_all
+from accel_recipes.bench.common.target import Target
 
 CONTEXT = ArmContext(effective_batch=32, ga_steps=2, amp_dtype="bf16")
 
@@ -50,4 +51,4 @@ def fake_rows(tmp_path: Path) -> tuple[list, list[RunRecord]]:
         RunRecord("ga", 1, tmp_path / "ga" / "run-1", 1, 5.0, error="out of memory"),
     ]
     bounds = {"baseline": 200.0, "amp": 400.0}
-    return summarize_all(arms, records, bounds, target_accuracy=0.8), records
+    return summarize_all(arms, records, bounds, Target(0.8)), records

@@ -91,3 +91,13 @@ def test_training_switches_are_arms_that_validate_as_recipes():
     assert arms["timm"]["cutmix_alpha"] == 1.0 and arms["timm"]["model_ema"] is True
     for overrides in arms.values():  # each arm is a valid recipe
         make_args(overrides)
+
+
+def test_time_to_accuracy_methods_are_arms():
+    arms = arms_by_name("ema,blurpool,early_stop,fast=ema+blurpool")
+    baseline = arms["baseline"]
+    assert arms["blurpool"] == {**baseline, "aa_layer": "blur"}
+    assert arms["early_stop"] == {**baseline, "early_stopping_patience": 2}
+    assert arms["fast"]["aa_layer"] == "blur" and arms["fast"]["model_ema"] is True
+    for overrides in arms.values():  # each arm is a valid recipe
+        make_args(overrides)

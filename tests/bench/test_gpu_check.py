@@ -36,6 +36,9 @@ def test_the_full_plan_measures_what_the_table_needs():
     assert [run.get("dataloader_pin_memory") for run in paths[:2]] == [True, False]
     layouts = [c.runs[0] for c in checks if c.group == "memory format, compile"]
     assert layouts[0]["channels_last"] is True and layouts[1]["torch_compile"] is True
+    methods = [c.runs[0] for c in checks if c.group == "time-to-accuracy methods"]
+    assert [(run["model_ema"], run["data_pipeline"]) for run in methods[:1]] == [(True, "resident")]
+    assert methods[1]["aa_layer"] == "blur" and methods[1]["mixed_precision"] == "bf16"
     sharded = [c for c in checks if c.group == "sharded, one process"]
     assert [c.launch_args.split()[1] for c in sharded] == [
         "accelerate_configs/fsdp.yaml",

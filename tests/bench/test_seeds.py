@@ -51,3 +51,46 @@ def test_bad_input_is_one_line_naming_it(tmp_path, capsys):
     write_run(tmp_path, "seed-2", "plain", 0.9, 400.0)
     assert main([str(tmp_path), "--baseline", "baseline"]) == 2
     assert "'baseline' has no runs; the arms found are ['plain']" in capsys.readouterr().err
+    assert main([str(tmp_path), "--metrics", "test_acc"]) == 2
+    assert "--metrics names ['test_acc'], not keys of all_results.json" in capsys.readouterr().err
+
+
+def write_budget_run(runs: Path, seed: str, arm: str, runtime: float, finals: dict, evals: list, **extra) -> None:
+    """A run of ``runtime`` training seconds whose final validation is ``finals`` and whose evaluations during
+    training are ``evals``: (train_runtime, {key: value})."""
+    write_run(runs, seed, arm, 0.0, 100.0, train_runtime=runtime, **finals, **extra)
+    records = [{"step": index, "train_runtime": time, **values} for index, (time, values) in enumerate(evals)]
+    records.append({"step": len(evals), "final": True, **finals})
+    (runs / seed / arm / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
+def test_time_to_target_over_seeds_and_the_smallest_budget_reaching_it(tmp_path, capsys):
+    """Target validation accuracy 0.89. `short` never reaches it; `long` reaches it in 2 of 3 seeds (median time of
+    those two) and ends there in 2 of 3; `ema` exports its EMA weights, so its EMA's accuracy is what counts (the
+    live one never reaches the target), and one seed trained with this very target reports its own time (no
+    metrics.jsonl needed): `ema` is the smallest budget whose median run ends at the target."""
+    finals = {"1": (0.85, 0.90, 0.90), "2": (0.86, 0.895, 0.91), "3": (0.84, 0.88, 0.92)}
+    for seed, (short, long, ema) in finals.items():
+        write_budget_run(tmp_path, seed, "short", 100.0, {"eval_accuracy": short}, [(50.0, {"eval_accuracy": 0.8})])
+        long_evals = [(100.0, {"eval_accuracy": 0.85}), (200.0 + int(seed), {"eval_accuracy": long})]
+        write_budget_run(tmp_path, seed, "long", 300.0, {"eval_accuracy": long}, long_evals)
+        ema_finals = {"eval_accuracy": 0.85, "eval_ema_accuracy": ema}
+        ema_evals = [(80.0, {"eval_accuracy": 0.85, "eval_ema_accuracy": ema})]
+        write_budget_run(tmp_path, seed, "ema", 200.0, ema_finals, ema_evals, exported_weights="ema")
+    own = json.loads((tmp_path / "3" / "ema" / "all_results.json").read_text())
+    own |= {"target_metric_value": 0.89, "metric_for_best_model": "ema_accuracy", "time_to_target_seconds": 150.0}
+    (tmp_path / "3" / "ema" / "all_results.json").write_text(json.dumps(own))
+    (tmp_path / "3" / "ema" / "metrics.jsonl").unlink()
+
+    assert main([str(tmp_path), "--baseline", "short", "--target_metric_value", "0.89"]) == 0
+    output = capsys.readouterr().out
+    table, budget = output.split("\n\n")
+    header = table.splitlines()[0]
+    assert "s to validation accuracy >= 0.89, median (seeds reached) | final validation reached |" in header
+    cells = rows(table)
+    assert cells["short"][-2:] == ["not reached (0/3)", "0/3"]
+    assert cells["long"][-2:] == ["201.5 (2/3)", "2/3"]
+    assert cells["ema"][-2:] == ["80.0 (3/3)", "3/3"]  # seeds 1 and 2 at 80 s, seed 3 its own 150 s: median 80
+    assert budget.strip() == (
+        "Smallest training budget whose median run ends at validation accuracy >= 0.89: `ema`, 200.0 s of training."
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accel_recipes.bench.ablate.summary import COLUMNS, time_to_target
+from accel_recipes.bench.ablate.summary import COLUMNS
+from accel_recipes.bench.common.target import Target, time_to_target
 
 from .fakes import fake_rows
 
@@ -17,8 +18,8 @@ def test_time_to_target_is_the_first_validation_reaching_it():
         {"step": 30, "eval_accuracy": 0.9, "train_runtime": 7.0},
         {"step": 30, "final": True, "eval_accuracy": 0.95},
     ]
-    assert time_to_target(metrics, 0.75) == 4.5
-    assert time_to_target(metrics, 0.93) is None  # the final evaluation is not a training time
+    assert time_to_target({}, metrics, Target(0.75)) == 4.5
+    assert time_to_target({}, metrics, Target(0.93)) is None  # the final evaluation is not a training time
 
 
 def test_summary_medians_speedups_and_bound(tmp_path):
@@ -30,5 +31,6 @@ def test_summary_medians_speedups_and_bound(tmp_path):
     assert amp["fraction_of_bound"] == pytest.approx(0.4) and baseline["fraction_of_bound"] == pytest.approx(0.5)
     assert baseline["eval_accuracy"] == pytest.approx(0.82) and baseline["seconds_per_epoch"] == pytest.approx(5.0)
     assert baseline["time_to_target_s"] == 4.0 and baseline["target_reached"] == "3/3"
+    assert baseline["final_reached_target"] == "3/3"  # final eval_accuracy 0.81 to 0.83
     assert ga["runs_ok"] == "0/1" and ga["speedup"] is None and ga["micro_batch"] == 16
     assert all(set(row) == set(COLUMNS) for row in rows)

@@ -132,3 +132,28 @@ def test_the_command_runs_each_arm_in_its_own_launch(cifar4_hub, tmp_path):
     assert [run["returncode"] for run in data["runs"]] == [0] and data["bounds"] == []
     assert data["setup"]["device"].startswith("CPU")
     assert (output_dir / "ablation.md").is_file() and (output_dir / "speedup.png").is_file()
+
+
+def test_a_target_stops_every_arm_and_the_report_leads_with_the_time_to_it(cifar4_hub, tmp_path, monkeypatch, capsys):
+    """--target_metric_value is a recipe field: every run stops at the first evaluation reaching it (here the first,
+    at update 1 of 4) and the report gives each arm's time to it and the smallest budget ending there."""
+    monkeypatch.setattr(runner, "execute", execute_in_process)
+    output_dir = tmp_path / "ablation"
+    recipe = tiny_recipe(cifar4_hub, output_dir)
+    recipe[recipe.index("--target_accuracy") : recipe.index("--target_accuracy") + 2] = []
+    recipe[recipe.index("--max_steps") + 1] = "4"
+    target = ["--target_metric_value", "0.0", "--eval_strategy", "steps", "--eval_steps", "1"]
+    with fresh_process():
+        returncode = cli.main(["--arms", "baseline,early_stop", "--repeats", "1", "--bound", "false", *recipe, *target])
+    assert returncode == 0, capsys.readouterr().out[-4000:]
+    data = json.loads((output_dir / "ablation.json").read_text())
+    baseline = next(run for run in data["runs"] if run["arm"] == "baseline")
+    assert baseline["returncode"] == 0
+    assert baseline["results"]["time_to_target_updates"] == 1 and baseline["results"]["train_updates"] == 1
+    row = next(row for row in data["table"] if row["arm"] == "baseline")
+    assert row["target_reached"] == "1/1" and row["final_reached_target"] == "1/1"
+    assert row["time_to_target_s"] == baseline["results"]["time_to_target_seconds"]
+    markdown = (output_dir / "ablation.md").read_text()
+    fastest = min(data["table"], key=lambda row: row["train_runtime_s"])
+    line = f"Smallest training budget whose median run ends at validation accuracy >= 0: `{fastest['arm']}`"
+    assert line in markdown

@@ -36,6 +36,7 @@ from loop_harness import (  # tests/engine is on the path (rootdir import mode)
 
 from accel_recipes.checkpoints import RunState, list_checkpoints
 from accel_recipes.errors import Preempted, TrainingError
+from accel_recipes.results import RESULT_KEYS, TRAINING_KEYS
 
 MICRO_BATCHES = 5
 EVAL_KEYS = ("eval_loss", "eval_accuracy", "eval_f1", "eval_samples")
@@ -459,3 +460,175 @@ def test_a_run_shortened_to_end_before_its_checkpoint_is_refused_before_anything
     message = str(raised_by(TrainingError, lambda: run_fit(too_short, data)))
     assert "holds a one_cycle schedule of 12 updates" in message and "pass --max_steps 4 or more" in message
     assert (output_dir / "metrics.jsonl").read_bytes() == before
+
+
+# ---- stopping at a target, early stopping ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def learnable(data) -> TinyData:
+    """Validation on the training images: the validation metrics improve as the training set is memorised."""
+    return TinyData(data.train, data.train)
+
+
+def evaluations_of(output_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in metrics_of(output_dir) if kind_of(r) == "eval"]
+
+
+def first_reaching(evaluations: list[dict[str, Any]], key: str, target: float, lower_is_better: bool) -> int:
+    """The index of the first evaluation whose ``key`` reaches ``target``."""
+    return next(
+        index for index, r in enumerate(evaluations) if (r[key] <= target if lower_is_better else r[key] >= target)
+    )
+
+
+@pytest.mark.parametrize(
+    ("metric", "strategy", "accumulation"),
+    [("loss", "steps", 1), ("accuracy", "epoch", 2), ("ema_loss", "steps", 2)],
+)
+def test_training_stops_at_the_first_evaluation_that_reaches_the_target(
+    learnable, tmp_path, metric, strategy, accumulation
+):
+    """target_metric_value set between the first evaluation's value and the best one of a full run: the run stops
+    right after the first evaluation that reaches it (lower-is-better for *loss), reports the training seconds,
+    updates and samples at that evaluation (train_runtime of its record, evaluation excluded), and still ends
+    normally: best model loaded, final evaluation, EMA evaluated."""
+    lower = metric.endswith("loss")
+    fields = {
+        "num_train_epochs": 6,
+        "eval_strategy": strategy,
+        "eval_steps": 2,
+        "logging_steps": 100,
+        "gradient_accumulation_steps": accumulation,
+        "metric_for_best_model": metric,
+        "load_best_model_at_end": True,
+        "model_ema": metric.startswith("ema_"),
+        "model_ema_decay": 0.5,
+    }
+    full_dir, stopped_dir = tmp_path / "full", tmp_path / "stopped"
+    full = make_trainer(training_args(full_dir, **fields), learnable).fit()
+    key = f"eval_{metric}"
+    values = [r[key] for r in evaluations_of(full_dir)]
+    best = min(values) if lower else max(values)
+    assert best != values[0], "the data must improve on the first evaluation (else nothing is tested)"
+    target = (values[0] + best) / 2
+    reached = first_reaching(evaluations_of(full_dir), key, target, lower)
+    assert reached < len(values) - 1, "the target must be reached before the last evaluation"
+    assert full.metrics["time_to_target_seconds"] is None and full.metrics["stopped_early"] is False
+
+    result = make_trainer(training_args(stopped_dir, target_metric_value=target, **fields), learnable).fit()
+
+    evaluations = evaluations_of(stopped_dir)
+    assert len(evaluations) == reached + 1  # none after the one that reached the target
+    at_target = evaluations[-1]
+    assert at_target[key] == values[reached]  # the same run up to there
+    assert result.metrics["stopped_early"] is True
+    assert result.metrics["train_updates"] == at_target["step"] == result.metrics["time_to_target_updates"]
+    assert result.metrics["time_to_target_seconds"] == at_target["train_runtime"] == result.metrics["train_runtime"]
+    assert result.metrics["time_to_target_samples"] == result.metrics["train_samples"]
+    final = metrics_of(stopped_dir)[-1]
+    assert final["final"] and "eval_loss" in final
+    if fields["model_ema"]:
+        assert "eval_ema_loss" in result.metrics and "eval_ema_accuracy" in final
+
+
+def test_a_target_never_reached_trains_the_whole_plan_and_reports_null(data, tmp_path):
+    training = training_args(tmp_path / "run", eval_strategy="epoch", target_metric_value=1.0)
+    result = make_trainer(training, data).fit()
+    assert result.metrics["train_updates"] == 2 * MICRO_BATCHES
+    assert result.metrics["stopped_early"] is False
+    assert [result.metrics[f"time_to_target_{unit}"] for unit in ("seconds", "updates", "samples")] == [None] * 3
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+def test_early_stopping_after_patience_evaluations_without_improvement(data, tmp_path, threshold):
+    """transformers' EarlyStoppingCallback: an evaluation improves when it beats the best before it by more than
+    early_stopping_threshold; the run stops at the evaluation that makes early_stopping_patience in a row that did
+    not. The random labels make the validation loss rise once the training set is memorised."""
+    patience = 2
+    fields = {"num_train_epochs": 8, "eval_strategy": "steps", "eval_steps": 1, "logging_steps": 100}
+    fields |= {"metric_for_best_model": "loss", "learning_rate": 0.2}
+    full_dir = tmp_path / "full"
+    make_trainer(training_args(full_dir, **fields), data).fit()
+    losses = [r["eval_loss"] for r in evaluations_of(full_dir)]
+    # the stopping evaluation, worked out from the full run's values by the rule above
+    best, without, expected = None, 0, None
+    for index, loss in enumerate(losses):
+        without = 0 if best is None or (loss < best and best - loss > threshold) else without + 1
+        best = loss if best is None or loss < best else best
+        if without >= patience:
+            expected = index
+            break
+    assert expected is not None and expected < len(losses) - 1, "the full run must stall before its end"
+
+    training = training_args(
+        tmp_path / "stopped", early_stopping_patience=patience, early_stopping_threshold=threshold, **fields
+    )
+    result = make_trainer(training, data).fit()
+    evaluations = evaluations_of(tmp_path / "stopped")
+    assert len(evaluations) == expected + 1
+    assert result.metrics["stopped_early"] is True
+    assert result.metrics["time_to_target_seconds"] is None  # no target was set
+
+
+STOP_FIELDS: dict[str, Any] = {
+    "gradient_accumulation_steps": 2,
+    "num_train_epochs": 6,  # 18 updates
+    "eval_strategy": "steps",
+    "eval_steps": 2,
+    "save_strategy": "steps",
+    "save_steps": 2,
+    "logging_steps": 100,
+    "metric_for_best_model": "loss",
+    "load_best_model_at_end": True,
+    "model_ema": True,
+    "model_ema_decay": 0.5,
+    "early_stopping_patience": 3,
+}
+
+
+@pytest.mark.parametrize("crash_after", ["before the stop", "after the stop"])
+def test_a_resumed_run_stops_where_the_uninterrupted_one_did(data, tmp_path, crash_after):
+    """A run killed before its early stop resumes with its counters (the best so far, the evaluations without
+    improvement, the time to target) and stops at the same evaluation with the same weights; one killed after the
+    stop was decided and checkpointed (while exporting) resumes into no more training and the same end."""
+    target_fields = {**STOP_FIELDS, "target_metric_value": 0.0}  # a loss target never reached: reported null
+    uninterrupted = make_trainer(training_args(tmp_path / "full", **target_fields), data).fit()
+    stop_update = uninterrupted.metrics["train_updates"]
+    assert uninterrupted.metrics["stopped_early"] and stop_update < 18
+
+    output_dir = tmp_path / "run"
+    if crash_after == "before the stop":
+
+        def crash(epoch: int, index: int, batch: Any) -> None:
+            if trainer.state.update == stop_update - 3:  # checkpointed at an even update before it
+                raise Crash
+
+        trainer = make_trainer(training_args(output_dir, **target_fields), data, on_batch=crash)
+        with pytest.raises(Crash):
+            trainer.fit()
+    else:  # a finished run, resumed: as a requeued job killed while exporting would be
+        make_trainer(training_args(output_dir, **target_fields), data).fit()
+        assert checkpoint_names(output_dir)[-1] == f"checkpoint-{stop_update}"
+    resumed = run_fit(training_args(output_dir, resume_from_checkpoint="latest", **target_fields), data)
+    assert resumed.metrics["train_updates"] == stop_update
+    assert resumed.metrics["stopped_early"] is True
+    assert resumed.metrics["best_update"] == uninterrupted.metrics["best_update"]
+    assert resumed.metrics["time_to_target_updates"] is None
+    assert same_weights(weights(resumed.model), weights(uninterrupted.model))
+    assert metrics_of(output_dir, without_timing=True) == metrics_of(tmp_path / "full", without_timing=True)
+
+
+def test_all_results_hold_the_contracts_keys_with_their_types(data, tmp_path):
+    """Every key the trainer returns for all_results.json is in accel_recipes/results.py with the value's type; with
+    model_ema the final evaluation of the EMA weights is there too."""
+    training = training_args(tmp_path / "run", eval_strategy="epoch", model_ema=True, target_metric_value=0.0)
+    results = make_trainer(training, data).fit().metrics
+    assert set(TRAINING_KEYS) <= set(results) <= set(RESULT_KEYS)
+    assert {"eval_ema_accuracy", "eval_ema_f1", "eval_ema_loss", "eval_ema_samples"} <= set(results)
+    for name, value in results.items():
+        declared = RESULT_KEYS[name]
+        if declared is float:
+            declared = (int, float)
+        assert isinstance(value, declared), f"{name}: {value!r} is not {RESULT_KEYS[name]}"
+    assert results["time_to_target_updates"] == 5  # accuracy 0.0 is reached at the first evaluation

@@ -11,6 +11,9 @@ DataLoader) at the recipe's effective batch size, and adds its switches in the o
   when it validates better: ``metric_for_best_model: ema_accuracy``), ``mixup`` (alpha 0.8), ``cutmix`` (alpha 1.0),
   ``trivial_augment``, ``rand_augment`` (magnitude 9), ``erasing`` (random erasing, probability 0.25) and
   ``flip_tta`` (flip test-time augmentation, reported as ``*_tta_*``);
+- the methods that move time to accuracy: ``blurpool`` (anti-aliased downsampling, timm's ``aa_layer`` blur: the
+  ResNet is built as timm's ``resnetblur*``) and ``early_stop`` (transformers' early stopping: 2 evaluations without
+  an improvement end the run); ``ema`` above is one too. With ``--target_metric_value`` every arm stops at the target;
 - ``field:value``: any recipe field, so a new switch needs no code (``resident=data_pipeline:resident``).
 
 ``--arms baseline,ga,amp+pin,fast=all+channels_last:true`` names four arms: two built-in, a combination and a
@@ -36,6 +39,9 @@ TRAINING_SWITCHES: dict[str, dict[str, Any]] = {
     "rand_augment": {"augmentation": "rand_augment", "rand_augment_magnitude": 9},
     "erasing": {"random_erasing": 0.25},
     "flip_tta": {"eval_flip_tta": True},
+    # the methods that move time to accuracy; a new one is one entry here
+    "blurpool": {"aa_layer": "blur"},
+    "early_stop": {"early_stopping_patience": 2},
 }
 BUILTIN_ARMS = ("baseline", "ga", "amp", "pin", "all", *TRAINING_SWITCHES)
 AMP_DTYPES = ("fp16", "bf16")

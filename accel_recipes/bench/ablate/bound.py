@@ -17,6 +17,7 @@ from accel_recipes.bench.ablate.arms import Arm
 from accel_recipes.bench.ablate.summary import RunRecord
 from accel_recipes.bench.common.stats import spread
 from accel_recipes.config import RecipeArguments
+from accel_recipes.results import key
 
 # The fields that decide what one training step computes; arms equal on all of them share a bound.
 BOUND_FIELDS = (
@@ -74,7 +75,7 @@ def summarize_bounds(
     for bound in plan.arms:
         runs = [record for record in records if record.arm == bound.name]
         done = [record for record in runs if record.ok]
-        measured = spread([record.results.get("steady_samples_per_second") for record in done])
+        measured = spread([record.results.get(key("steady_samples_per_second")) for record in done])
         args = resolve(bound)
         errors = [record.error for record in runs if not record.ok and record.error]
         summaries.append(

@@ -14,9 +14,10 @@ from accel_recipes.bench.ablate.bound import summarize_bounds
 from accel_recipes.bench.ablate.plan import Ablation, AblationOptions, arm_notes, held_fixed, plan_ablation
 from accel_recipes.bench.ablate.report import Report, markdown_table, write_report
 from accel_recipes.bench.ablate.runner import cpu_threads, run_all, stop_launches_on_sigterm
-from accel_recipes.bench.ablate.summary import RunRecord, summarize_all
+from accel_recipes.bench.ablate.summary import RunRecord, budget_summaries, summarize_all
 from accel_recipes.bench.common.environment import default_device, environment_facts
 from accel_recipes.bench.common.recipe import add_recipe_fields, reject_unknown, split_fields
+from accel_recipes.bench.common.target import budget_line
 from accel_recipes.errors import ConfigError, run_entry_point
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "train.py"
@@ -41,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="runs per arm (default: %(default)s)")
     parser.add_argument("--output_dir", help="where the runs and the report go (default: runs/ablate-<recipe>)")
     parser.add_argument("--overwrite_output_dir", default="false", help="run again into a non-empty output_dir")
-    parser.add_argument("--target_accuracy", type=float, help="report the training time to this validation accuracy")
+    parser.add_argument(
+        "--target_accuracy",
+        type=float,
+        help="report the training time to this validation accuracy (runs train their whole budget); the recipe "
+        "field --target_metric_value instead stops every run there and reports the same",
+    )
     parser.add_argument(
         "--launch_args",
         default="",
@@ -154,14 +160,16 @@ def run_ablation(options: AblationOptions, command: str) -> int:
     ablation.processes = int(done[0].get("num_processes", ablation.processes)) if done else ablation.processes
     bounds = summarize_bounds(ablation.bounds, records, ablation.resolved)
     by_arm = {name: entry["images_per_second"] for entry in bounds for name in entry["arms"]}
-    rows = summarize_all(ablation.arms, records, by_arm, options.target_accuracy)
+    target = ablation.target
+    rows = summarize_all(ablation.arms, records, by_arm, target)
+    budget = [budget_line(budget_summaries(records, target), target)] if target is not None else []
     config_name = f"{Path(options.config).parent.name}/{Path(options.config).stem}" if options.config else "recipe"
     report = Report(
         title=f"Ablation: {config_name} ({ablation.base.model.model_name_or_path})",
         setup=setup_facts(ablation, records, command, threads),
         rows=rows,
         held_fixed=held_fixed(ablation, device_type),
-        notes=arm_notes(ablation) + run_notes(records),
+        notes=budget + arm_notes(ablation) + run_notes(records),
         arms=[{"name": arm.name, "switches": arm.parts, "overrides": arm.overrides} for arm in ablation.arms],
         bounds=bounds,
         records=records,

@@ -12,6 +12,7 @@ from accel_recipes.bench.ablate.bound import BoundPlan, plan_bounds
 from accel_recipes.bench.ablate.runner import PlannedRun, launched_processes
 from accel_recipes.bench.common.order import rotation
 from accel_recipes.bench.common.recipe import resolve_recipe
+from accel_recipes.bench.common.target import Target
 from accel_recipes.config import RecipeArguments
 from accel_recipes.errors import ConfigError
 
@@ -48,6 +49,17 @@ class Ablation:
     output_dir: Path
     processes: int
     bounds: BoundPlan = field(default_factory=lambda: BoundPlan([], {}))
+
+    @property
+    def target(self) -> Target | None:
+        """What the time to target is measured to: ``--target_accuracy`` (reported only; every run trains its
+        budget), else the recipe's own ``target_metric_value`` (every run stops there, as training does)."""
+        if self.options.target_accuracy is not None:
+            return Target(self.options.target_accuracy)
+        training = self.base.training
+        if training.target_metric_value is None:
+            return None
+        return Target(training.target_metric_value, training.metric_for_best_model.removeprefix("ema_"))
 
     def run_overrides(self, arm: Arm, output_dir: Path) -> dict[str, Any]:
         """The command-line fields of one run: defaults, then the user's, then the arm's, then the runner's."""

@@ -33,6 +33,7 @@ TABLE = (
     ("skipped steps", lambda r: _number(r["skipped_updates"], "{:g}")),
     ("data wait", lambda r: _number(r["data_wait_fraction"], "{:.1%}")),
     ("time to target", lambda r: _target(r)),
+    ("ended at target", lambda r: r["final_reached_target"] or "-"),
 )
 
 

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from accel_recipes.bench.ablate.summary import RunRecord
 from accel_recipes.bench.common.recipe import recipe_flags
 from accel_recipes.reporting import read_metrics
+from accel_recipes.results import RESULTS_FILE, key
 
 DEFAULT_LAUNCH_ARGS = "--num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
 POLL_SECONDS = 1.0
@@ -138,11 +139,11 @@ def describe_result(record: RunRecord) -> str:
     if not record.ok:
         return f"FAILED (exit {record.returncode}): {record.error}; see {record.output_dir / 'launch.log'}"
     results = record.results
-    accuracy = results.get("test_accuracy", results.get("eval_accuracy"))
+    accuracy = results.get(key("test_accuracy"), results.get(key("eval_accuracy")))
     parts = [
-        f"{results['steady_samples_per_second']:,.1f} images/s",
-        f"train {results['train_runtime']:.1f} s",
-        f"peak {results['peak_memory_mb']:,.0f} MB",
+        f"{results[key('steady_samples_per_second')]:,.1f} images/s",
+        f"train {results[key('train_runtime')]:.1f} s",
+        f"peak {results[key('peak_memory_mb')]:,.0f} MB",
     ]
     if record.load_average is not None:
         parts.append(f"machine load {record.load_average:.1f}")
@@ -190,7 +191,7 @@ def finished_record(run: PlannedRun, returncode: int, wall_seconds: float) -> Ru
     """What a run left in its folder: its results and metrics when it exited 0 and wrote them, else its own error
     from ``launch.log``."""
     record = RunRecord(run.arm, run.repeat, run.output_dir, returncode, wall_seconds)
-    results_path = run.output_dir / "all_results.json"
+    results_path = run.output_dir / RESULTS_FILE
     if returncode == 0 and results_path.is_file():
         record.results = json.loads(results_path.read_text())
         record.metrics = read_metrics(run.output_dir / "metrics.jsonl")

@@ -9,6 +9,8 @@ from typing import Any
 
 from accel_recipes.bench.ablate.arms import Arm, effective_batch
 from accel_recipes.bench.common.stats import median_of, spread
+from accel_recipes.bench.common.target import Target, TargetSummary, summarize_target
+from accel_recipes.results import key
 
 # The table's columns, in order; ablation.csv has exactly these, ablation.md a readable form of each.
 COLUMNS = (
@@ -40,6 +42,7 @@ COLUMNS = (
     "data_wait_fraction",
     "time_to_target_s",
     "target_reached",
+    "final_reached_target",
 )
 
 
@@ -74,14 +77,6 @@ class RunRecord:
         }
 
 
-def time_to_target(metrics: list[dict[str, Any]], target: float) -> float | None:
-    """Training seconds (evaluation excluded) at the first validation with accuracy >= ``target``."""
-    for record in metrics:
-        if "eval_accuracy" in record and not record.get("final") and record["eval_accuracy"] >= target:
-            return float(record["train_runtime"])
-    return None
-
-
 def _result(records: list[RunRecord], key: str) -> list[float | None]:
     return [record.results.get(key) for record in records if record.ok]
 
@@ -91,37 +86,37 @@ def summarize(
     records: list[RunRecord],
     bound: float | None,
     baseline_throughput: float | None,
-    target_accuracy: float | None,
+    target: Target | None,
 ) -> dict[str, Any]:
     """One row of the table (keys: ``COLUMNS``); numbers are medians over the arm's successful repeats."""
     done = [record for record in records if record.ok]
     first = done[0].results if done else {}
-    throughput = spread(_result(done, "steady_samples_per_second"))
-    processes = int(first.get("num_processes", 1) or 1)
+    throughput = spread(_result(done, key("steady_samples_per_second")))
+    processes = int(first.get(key("num_processes"), 1) or 1)
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(
         arm=arm.name,
         switches="+".join(arm.parts) or "-",
-        micro_batch=first.get("per_device_train_batch_size", arm.overrides["per_device_train_batch_size"]),
+        micro_batch=first.get(key("per_device_train_batch_size"), arm.overrides["per_device_train_batch_size"]),
         gradient_accumulation_steps=first.get(
             "gradient_accumulation_steps", arm.overrides["gradient_accumulation_steps"]
         ),
         processes=processes,
-        effective_batch=first.get("global_batch_size", effective_batch(arm.overrides) * processes),
-        mixed_precision=first.get("mixed_precision", arm.overrides.get("mixed_precision")),
+        effective_batch=first.get(key("global_batch_size"), effective_batch(arm.overrides) * processes),
+        mixed_precision=first.get(key("mixed_precision"), arm.overrides.get("mixed_precision")),
         pin_memory=bool(arm.overrides.get("dataloader_pin_memory")),
         runs_ok=f"{len(done)}/{len(records)}",
-        eval_accuracy=median_of(_result(done, "eval_accuracy")),
+        eval_accuracy=median_of(_result(done, key("eval_accuracy"))),
         eval_f1=median_of(_result(done, "eval_f1")),
-        test_accuracy=median_of(_result(done, "test_accuracy")),
+        test_accuracy=median_of(_result(done, key("test_accuracy"))),
         test_f1=median_of(_result(done, "test_f1")),
-        train_runtime_s=median_of(_result(done, "train_runtime")),
+        train_runtime_s=median_of(_result(done, key("train_runtime"))),
         seconds_per_epoch=median_of(
-            [r.results["train_runtime"] / r.results["epoch"] for r in done if r.results.get("epoch")]
+            [r.results[key("train_runtime")] / r.results[key("epoch")] for r in done if r.results.get(key("epoch"))]
         ),
-        peak_memory_mb=median_of(_result(done, "peak_memory_mb")),
-        skipped_updates=median_of(_result(done, "skipped_updates")),
-        data_wait_fraction=median_of(_result(done, "data_wait_fraction")),
+        peak_memory_mb=median_of(_result(done, key("peak_memory_mb"))),
+        skipped_updates=median_of(_result(done, key("skipped_updates"))),
+        data_wait_fraction=median_of(_result(done, key("data_wait_fraction"))),
         bound_images_per_second=bound,
     )
     if throughput:
@@ -138,24 +133,38 @@ def summarize(
             )
         if bound:
             row["fraction_of_bound"] = throughput.median / bound
-    if target_accuracy is not None and done:
-        reached = [time_to_target(record.metrics, target_accuracy) for record in done]
-        row["time_to_target_s"] = median_of(reached)
-        row["target_reached"] = f"{sum(value is not None for value in reached)}/{len(done)}"
+    if target is not None and done:
+        summary = target_summary(done, target)
+        row["time_to_target_s"] = summary.time_to_target_s
+        row["target_reached"] = f"{summary.reached}/{summary.runs}"
+        row["final_reached_target"] = f"{summary.final_reached}/{summary.runs}"
     return row
+
+
+def target_summary(done: list[RunRecord], target: Target) -> TargetSummary:
+    return summarize_target([(record.results, record.metrics) for record in done], target)
+
+
+def budget_summaries(records: list[RunRecord], target: Target) -> dict[str, TargetSummary]:
+    """Each arm's time-to-target summary over its finished repeats, for the smallest-budget line."""
+    arms: dict[str, list[RunRecord]] = {}
+    for record in records:
+        if record.ok:
+            arms.setdefault(record.arm, []).append(record)
+    return {arm: target_summary(done, target) for arm, done in arms.items()}
 
 
 def summarize_all(
     arms: list[Arm],
     records: list[RunRecord],
     bounds: dict[str, float | None],
-    target_accuracy: float | None,
+    target: Target | None,
 ) -> list[dict[str, Any]]:
     """Rows for every arm; speed-ups are over the baseline's median throughput (so the baseline's is 1 exactly)."""
     by_arm = {arm.name: [record for record in records if record.arm == arm.name] for arm in arms}
     baseline = spread(_result(by_arm.get("baseline", []), "steady_samples_per_second"))
     reference = baseline.median if baseline else None
-    rows = [summarize(arm, by_arm[arm.name], bounds.get(arm.name), reference, target_accuracy) for arm in arms]
+    rows = [summarize(arm, by_arm[arm.name], bounds.get(arm.name), reference, target) for arm in arms]
     for row in rows:
         if row["arm"] == "baseline" and row["speedup"] is not None:
             row["speedup"] = 1.0  # x / x, without a rounding doubt

@@ -11,6 +11,7 @@ from accel_recipes.bench.ablate.summary import RunRecord
 from accel_recipes.bench.common.writer import fact_lines, write_json, write_text
 from accel_recipes.bench.gpu_check.plan import Check
 from accel_recipes.checkpoints import list_checkpoints
+from accel_recipes.results import key
 
 REPORT = "gpu_check.md"
 RESULTS = "gpu_check.json"
@@ -26,7 +27,7 @@ def outcome(check: Check, records: list[RunRecord]) -> str:
         return f"FAILED (exit {last.returncode}): {last.error}; see {last.output_dir / 'launch.log'}"
     results = last.results or {}
     if check.group == "accuracy":
-        return f"test accuracy {results.get('test_accuracy', float('nan')):.4f}"
+        return f"test accuracy {results.get(key('test_accuracy'), float('nan')):.4f}"
     if len(records) > 1:
         resumed = "resumed from" in (last.output_dir / "launch.log").read_text()
         exported = (last.output_dir / "model" / "config.json").is_file() and any(
@@ -34,7 +35,7 @@ def outcome(check: Check, records: list[RunRecord]) -> str:
         )
         saved = len(list_checkpoints(last.output_dir / "checkpoints"))
         return (
-            f"{results.get('train_updates')} updates, {saved} checkpoint(s), "
+            f"{results.get(key('train_updates'))} updates, {saved} checkpoint(s), "
             f"resumed {'yes' if resumed else 'NO'}, exported {'yes' if exported else 'NO'}"
         )
     return "ok"
@@ -46,8 +47,8 @@ def row(check: Check, records: list[RunRecord], note: str | None = None) -> dict
     if note is not None:
         return {**base, "images/s": "", "peak memory (MB)": "", "outcome": note, "wall (s)": ""}
     results = records[-1].results or {}
-    speed = results.get("steady_samples_per_second")
-    memory = results.get("peak_memory_mb")
+    speed = results.get(key("steady_samples_per_second"))
+    memory = results.get(key("peak_memory_mb"))
     return {
         **base,
         "images/s": f"{speed:,.1f}" if speed else "",
