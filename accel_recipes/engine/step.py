@@ -19,6 +19,7 @@ from accelerate import Accelerator
 
 from accel_recipes.config import TrainingArguments
 from accel_recipes.engine.ema import ShardedModelEma, create_ema
+from accel_recipes.engine.out_of_memory import OutOfMemoryAgreement
 from accel_recipes.engine.regularize import BatchRegularizer
 from accel_recipes.models import ModelSpec, logits_of
 from accel_recipes.models.preprocess import Normalizer
@@ -49,6 +50,8 @@ class TrainingStep:
         # Not prepared by Accelerate on purpose: its wrapper steps the schedule once per process per update.
         self.scheduler = create_scheduler(training, self.optimizer.optimizer, self.plan.total_updates)
         accelerator.register_for_checkpointing(self.scheduler)
+        # with auto_find_batch_size on several processes, all of them stop together when one runs out of memory
+        self.out_of_memory = OutOfMemoryAgreement(accelerator, training.auto_find_batch_size)
         self.normalizer = Normalizer(spec.mean, spec.std).to(accelerator.device)
         self.regularizer = BatchRegularizer(training, num_classes, accelerator.device)
         # The EMA of the unwrapped weights: DDP keeps them equal on every process, so every EMA copy is equal too;
@@ -93,12 +96,14 @@ class TrainingStep:
         Returns the detached loss times its share of the window, summed into the window's mean loss."""
         training, accelerator, k = self.training, self.accelerator, self.training.gradient_accumulation_steps
         with accelerator.accumulate(self.model):
-            normalized, targets = self.regularizer(
-                self.normalizer(images), labels, epoch, micro_index, accelerator.process_index
-            )
-            loss = self.regularizer.loss(self._logits(normalized).float(), targets)
+            with self.out_of_memory.section():
+                normalized, targets = self.regularizer(
+                    self.normalizer(images), labels, epoch, micro_index, accelerator.process_index
+                )
+                loss = self.regularizer.loss(self._logits(normalized).float(), targets)
             weight = accumulation_weight(self.plan, micro_index, k)
-            accelerator.backward(loss * weight)
+            with self.out_of_memory.section():
+                accelerator.backward(loss * weight)
             if accelerator.sync_gradients and training.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), training.max_grad_norm)
             self.optimizer.step()
