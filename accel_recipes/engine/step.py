@@ -96,14 +96,15 @@ class TrainingStep:
         Returns the detached loss times its share of the window, summed into the window's mean loss."""
         training, accelerator, k = self.training, self.accelerator, self.training.gradient_accumulation_steps
         with accelerator.accumulate(self.model):
-            with self.out_of_memory.section():
-                normalized, targets = self.regularizer(
-                    self.normalizer(images), labels, epoch, micro_index, accelerator.process_index
-                )
-                loss = self.regularizer.loss(self._logits(normalized).float(), targets)
-            weight = accumulation_weight(self.plan, micro_index, k)
-            with self.out_of_memory.section():
-                accelerator.backward(loss * weight)
+            with self.out_of_memory.gradients_held_back(self.model, accelerator.sync_gradients):
+                with self.out_of_memory.section():
+                    normalized, targets = self.regularizer(
+                        self.normalizer(images), labels, epoch, micro_index, accelerator.process_index
+                    )
+                    loss = self.regularizer.loss(self._logits(normalized).float(), targets)
+                weight = accumulation_weight(self.plan, micro_index, k)
+                with self.out_of_memory.section():
+                    accelerator.backward(loss * weight)
             if accelerator.sync_gradients and training.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), training.max_grad_norm)
             self.optimizer.step()
