@@ -17,8 +17,8 @@ from accel_recipes.checkpoints import full_state_dict, require_same_ema, resolve
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
-from accel_recipes.engine.out_of_memory import OutOfMemoryOnAnotherProcess, is_out_of_memory
-from accel_recipes.errors import ConfigError, TrainingError, run_entry_point
+from accel_recipes.engine.out_of_memory import is_out_of_memory
+from accel_recipes.errors import ConfigError, OutOfMemoryOnAnotherProcess, TrainingError, run_entry_point
 from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model

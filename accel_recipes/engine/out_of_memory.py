@@ -18,9 +18,7 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils.memory import should_reduce_batch_size
 
-
-class OutOfMemoryOnAnotherProcess(RuntimeError):
-    """Raised on the processes that had memory when another one ran out, so that all of them retry together."""
+from accel_recipes.errors import OutOfMemoryOnAnotherProcess
 
 
 def is_out_of_memory(error: BaseException) -> bool:
