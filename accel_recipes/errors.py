@@ -97,6 +97,11 @@ class Preempted(Exception):
         self.checkpoint = checkpoint
 
 
+class OutOfMemoryOnAnotherProcess(RuntimeError):
+    """Raised on the processes that had memory when another one ran out (``engine.out_of_memory``), so that
+    ``auto_find_batch_size`` retries on all of them together; never reaches an entry point."""
+
+
 def run_entry_point(main: Callable[[], int | None]) -> int:
     """Run a CLI body: a user error or a stop prints one line on stderr and returns its exit code."""
     try:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from accelerate.utils.memory import should_reduce_batch_size
 
 from accel_recipes.card import write_model_card
 from accel_recipes.checkpoints import (
@@ -25,7 +24,8 @@ from accel_recipes.checkpoints import (
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
-from accel_recipes.errors import ConfigError, TrainingError, run_entry_point
+from accel_recipes.engine.out_of_memory import is_out_of_memory
+from accel_recipes.errors import ConfigError, OutOfMemoryOnAnotherProcess, TrainingError, run_entry_point
 from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
@@ -114,7 +114,7 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                 result = fit(training, spec, data, loaders, accelerator, on_checkpoint)
                 break
             except Exception as error:
-                if not should_reduce_batch_size(error):
+                if not is_out_of_memory(error):
                     raise
                 del spec
                 _halve_batch_or_raise(args, accelerator, error)
@@ -155,14 +155,17 @@ def _start_writing(args: RecipeArguments, accelerator: Accelerator) -> None:
 
 def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error: Exception) -> None:
     """After an out-of-memory error: with ``auto_find_batch_size``, halve the micro-batch and double
-    ``gradient_accumulation_steps`` (same effective batch, same schedule) so training starts over; else a clear
-    error."""
+    ``gradient_accumulation_steps`` (same effective batch, same schedule) so training starts over, on every process
+    together; else a clear error."""
     training = args.training
     batch_size = training.per_device_train_batch_size
+    # with several processes, all of them get here together (OutOfMemoryAgreement): the one that ran out of memory
+    # with its own error, the others with OutOfMemoryOnAnotherProcess, which names it
+    where = f" ({error})" if isinstance(error, OutOfMemoryOnAnotherProcess) else ""
     if not training.auto_find_batch_size or batch_size == 1:
         hint = "" if training.auto_find_batch_size else " or pass --auto_find_batch_size true"
         raise TrainingError(
-            f"out of memory at per_device_train_batch_size {batch_size}: lower it (and raise "
+            f"out of memory at per_device_train_batch_size {batch_size}{where}: lower it (and raise "
             f"gradient_accumulation_steps to keep the effective batch){hint}"
         ) from error
     accelerator.free_memory()
@@ -174,7 +177,7 @@ def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error
     training.gradient_accumulation_steps *= 2
     accelerator.gradient_accumulation_steps = training.gradient_accumulation_steps
     accelerator.print(
-        f"out of memory at per_device_train_batch_size {batch_size}: retrying from the start with "
+        f"out of memory at per_device_train_batch_size {batch_size}{where}: retrying from the start with "
         f"{training.per_device_train_batch_size} x {training.gradient_accumulation_steps} accumulation steps"
     )
     if accelerator.is_main_process:

@@ -39,14 +39,16 @@ def accelerate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "accelerate.commands.accelerate_cli"]
 
 
-def launch_command(args: list[str], *, processes: int = 1, module: bool = False, port: int | None = None) -> list[str]:
+def launch_command(
+    args: list[str], *, processes: int = 1, module: bool = False, port: int | None = None, script: Path | None = None
+) -> list[str]:
     """The ``accelerate launch`` command line for ``recipes/train.py ARGS`` (``-m accel_recipes.train ARGS``, the
-    console entry point's module, when ``module``)."""
+    console entry point's module, when ``module``; ``script ARGS`` when given)."""
     topology = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
     command = [*accelerate_command(), "launch", *topology, "--num_machines", "1", "--dynamo_backend", "no"]
     if port is not None:
         command += ["--main_process_port", str(port)]
-    entry = ["-m", "accel_recipes.train"] if module else [str(ROOT / "recipes" / "train.py")]
+    entry = ["-m", "accel_recipes.train"] if module else [str(script or ROOT / "recipes" / "train.py")]
     return [*command, *entry, *args]
 
 
@@ -61,7 +63,14 @@ def launch_env(processes: int = 1) -> dict[str, str]:
 
 
 def launch(
-    args: list[str], *, processes: int = 1, timeout: int = 900, check: bool = True, module: bool = False, **popen
+    args: list[str],
+    *,
+    processes: int = 1,
+    timeout: int = 900,
+    check: bool = True,
+    module: bool = False,
+    script: Path | None = None,
+    **popen,
 ) -> subprocess.CompletedProcess:
     """`accelerate launch [--multi_gpu --num_processes N] recipes/train.py ARGS`, as a user runs it; ``popen`` goes
     to ``subprocess.run`` (e.g. a ``preexec_fn``).
@@ -69,7 +78,7 @@ def launch(
     On a machine without GPUs, `--multi_gpu --num_processes 2` starts two CPU processes talking over gloo
     (`--cpu --num_processes 2` would start only one)."""
     port = free_port() if processes > 1 else None  # not the default 29500, which a concurrent run may hold
-    command = launch_command(args, processes=processes, module=module, port=port)
+    command = launch_command(args, processes=processes, module=module, port=port, script=script)
     result = subprocess.run(command, cwd=ROOT, env=launch_env(processes), capture_output=True, text=True,
                             timeout=timeout, **popen)  # fmt: skip
     if check and result.returncode != 0:

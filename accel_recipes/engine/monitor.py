@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from torch.distributed.tensor import DTensor
 
 from accel_recipes.checkpoints import RunState, list_checkpoints
 from accel_recipes.config import TrainingArguments
@@ -128,7 +129,9 @@ class UpdateMonitor:
 
     def weights_are_finite(self, model: torch.nn.Module) -> bool:
         """Whether every floating-point parameter and buffer is finite on every process (collective; one sync)."""
-        tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point() and t.numel()]
+        # a sharded model's parameters are DTensors: each process checks its own shards, and the sum below adds them
+        local = [t.to_local() if isinstance(t, DTensor) else t for t in [*model.parameters(), *model.buffers()]]
+        tensors = [t for t in local if t.is_floating_point() and t.numel()]
         bad = torch.stack([~torch.isfinite(t).all() for t in tensors]).sum() if tensors else torch.zeros(())
         return int(self.accelerator.reduce(bad.to(self.accelerator.device), "sum").item()) == 0
 

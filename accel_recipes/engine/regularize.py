@@ -1,6 +1,6 @@
 """What a training batch goes through after normalisation and what the loss sees: timm's random erasing (per
 sample, on the device) and timm's mixup / cutmix (on the whole micro-batch, label smoothing folded into the soft
-targets, scored with ``SoftTargetCrossEntropy``); plus the EMA of the weights (timm's ``ModelEmaV3``).
+targets, scored with ``SoftTargetCrossEntropy``). The EMA of the weights is in ``ema``.
 
 Both data paths hand the step the same kind of batch, so both get exactly these operations. Each micro-batch of an
 accumulation window is erased and mixed on its own (its own coefficient and pairing), as timm's train.py does.
@@ -23,7 +23,6 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
-from timm.utils import ModelEmaV3
 
 from accel_recipes.config import TrainingArguments
 
@@ -105,14 +104,3 @@ class BatchRegularizer:
         if targets.ndim == 2:
             return self.soft_loss(logits, targets)
         return F.cross_entropy(logits, targets, label_smoothing=self.training.label_smoothing_factor)
-
-
-def create_ema(training: TrainingArguments, model: torch.nn.Module) -> ModelEmaV3 | None:
-    """timm's ``ModelEmaV3`` of ``model`` (the unwrapped module, so every process holds the same copy) when
-    ``model_ema`` is on. Its update is ``ema = decay * ema + (1 - decay) * weights`` (floating-point buffers
-    too; integer ones are copied). As in timm's train.py, ``update`` counts updates from 1 and the first one copies
-    the weights; after it ``decay`` is ``model_ema_decay``, or with ``model_ema_warmup``
-    ``min(model_ema_decay, 1 - update ** -2/3)`` (timm's warm-up, gamma 1, power 2/3)."""
-    if not training.model_ema:
-        return None
-    return ModelEmaV3(model, decay=training.model_ema_decay, use_warmup=training.model_ema_warmup)

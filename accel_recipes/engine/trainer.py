@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from accel_recipes.checkpoints import (
 )
 from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
+from accel_recipes.engine.ema import copy_ema_into
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
 from accel_recipes.engine.stopping import EarlyStopping
@@ -168,12 +170,13 @@ class Trainer:
             name: MetricAccumulator(self.data.num_classes, device=self.accelerator.device)
             for name in ([prefix, f"{prefix}_tta"] if flip_tta else [prefix])
         }
-        for images, labels in loader:
-            logits = self.step.forward(images, ema=ema).float()
-            self._accumulate(accumulators[prefix], logits, labels)
-            if flip_tta:
-                mirrored = self.step.forward(images.flip(-1), ema=ema).float()
-                self._accumulate(accumulators[f"{prefix}_tta"], (logits + mirrored) / 2, labels)
+        with self.step.ema_weights() if ema else nullcontext():
+            for images, labels in loader:
+                logits = self.step.forward(images, ema=ema).float()
+                self._accumulate(accumulators[prefix], logits, labels)
+                if flip_tta:
+                    mirrored = self.step.forward(images.flip(-1), ema=ema).float()
+                    self._accumulate(accumulators[f"{prefix}_tta"], (logits + mirrored) / 2, labels)
         model.train()
         return {key: value for name, acc in accumulators.items() for key, value in acc.compute(name).items()}
 
@@ -341,7 +344,7 @@ class Trainer:
                 f"{state.best_metric:.4f}) for the final evaluation"
             )
         elif self.exports_ema:  # no best model kept: the last EMA weights are the ones exported
-            accelerator.unwrap_model(self.step.model).load_state_dict(self.step.ema.module.state_dict())
+            copy_ema_into(self.step.ema, accelerator.unwrap_model(self.step.model))  # sharded or not
         self.monitor.check_weights_finite(self.step.model)  # the weights run.py exports as the model folder
         final = self.evaluate(self.loaders.validation, "eval")
         if self.loaders.test is not None:
