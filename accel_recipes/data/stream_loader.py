@@ -15,10 +15,10 @@ A position is thus found again by opening its window's shard at the window's sta
 over that one shard's start) instead of reading the epoch from the beginning; the loader remembers where the
 window of its next batch starts (``StreamPosition``) and a checkpoint carries it (``state_dict``).
 
-DataLoader workers: worker ``w`` of ``W`` makes batches ``w, w + W, ...`` (the DataLoader hands them out in
-turn, so they arrive in order); every worker reads the stream's bytes, and decodes and transforms only its own
-samples. Each sample's augmentation comes from its own (seed, epoch, process, position) generator, so batches
-are the same whatever the worker count.
+DataLoader workers: worker ``w`` of ``W`` makes batches ``f + w, f + w + W, ...`` from the iteration's first batch
+``f`` (the DataLoader asks them in turn, so the batches arrive in order); every worker reads the stream's bytes,
+and decodes and transforms only its own samples. Each sample's augmentation comes from its own (seed, epoch,
+process, position) generator, so batches are the same whatever the worker count.
 """
 
 from __future__ import annotations
@@ -73,6 +73,18 @@ def is_stream(split: object) -> bool:
     return hasattr(split, "for_process") and hasattr(split, "pieces")
 
 
+READ_BATCH = 64  # rows read from a shard at a time
+
+
+def rows(piece: datasets.IterableDataset) -> Iterator[dict]:
+    """The examples of one shard. Through ``IterableDataset.iter``, not ``iter(piece)``: in a DataLoader worker the
+    latter hands the worker only its share of the shards, and this module splits the work itself."""
+    for batch in piece.iter(batch_size=READ_BATCH):
+        columns = list(batch)
+        for values in zip(*(batch[column] for column in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
+
+
 def piece_order(count: int, seed: int, epoch: int, cycle: int, shuffle: bool) -> list[int]:
     if not shuffle:
         return list(range(count))
@@ -87,7 +99,7 @@ def ordered_examples(
     epoch: int,
     window: int,
     shuffle: bool,
-    start: StreamPosition = StreamPosition(),  # noqa: B008 - frozen
+    start: StreamPosition = StreamPosition(),  # noqa: B008 - frozen, never changed
     hold_out: HoldOut | None = None,
     cycle: bool = False,
 ) -> Iterator[tuple[int, dict, StreamPosition]]:
@@ -102,7 +114,7 @@ def ordered_examples(
             index = order[rank]
             offset = current.offset if rank == current.piece else 0
             position = current.position
-            source = iter(pieces[index].skip(offset) if offset else pieces[index])
+            source = rows(pieces[index].skip(offset) if offset else pieces[index])
             exhausted = False
             while not exhausted:
                 window_start = StreamPosition(current.cycle, rank, offset, position)
@@ -153,7 +165,7 @@ class StreamBatches(IterableDataset):
         shuffle: bool,
         first_batch: int = 0,
         batches: int | None = None,
-        start: StreamPosition = StreamPosition(),  # noqa: B008 - frozen
+        start: StreamPosition = StreamPosition(),  # noqa: B008 - frozen, never changed
         hold_out: HoldOut | None = None,
         skip_corrupt: bool = False,
     ) -> None:
@@ -175,7 +187,8 @@ class StreamBatches(IterableDataset):
         for position, example, following in examples:
             if end is not None and position >= end:
                 break
-            if position < first or (position // self.batch_size) % workers != worker:
+            # the DataLoader asks worker 0 for the first batch of this iteration, then worker 1, ...
+            if position < first or (position // self.batch_size - self.first_batch) % workers != worker:
                 continue
             samples.append(self._sample(example, position))
             if (position + 1) % self.batch_size == 0 or (end is not None and position + 1 == end):

@@ -26,7 +26,7 @@ from .bundle import DataBundle, image_statistics
 from .columns import find_image_column, find_label_column, label_names, require_two_classes
 from .sources import IMAGE_EXTENSIONS, _has_images, _load_hub, _looks_like_path, _parquet_splits, load_source
 from .splits import pick_splits
-from .stream_loader import HoldOut, StreamBatches, StreamLoader
+from .stream_loader import HoldOut, StreamBatches, StreamLoader, rows
 from .transforms import make_transform
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def stream_statistics(split: StreamSplit, seed: int) -> tuple[tuple[float, ...],
 
 def _examples(split: StreamSplit) -> Iterable[dict]:
     for key, piece in enumerate(split.pieces):
-        for offset, example in enumerate(piece):
+        for offset, example in enumerate(rows(piece)):
             if split.hold_out is None or split.hold_out.keeps(key, offset):
                 yield example
 
