@@ -313,10 +313,12 @@ def make_parquet_shards(
     num_classes: int = 3,
     size: int = 16,
     seed: int = 0,
+    learnable: bool = True,
 ) -> Path:
     """Hub-style parquet shards written by ``datasets``: ``<root>/data/<split>-0000i-of-0000n.parquet``, shard i of a
     split holding ``shard_sizes[split][i]`` images (sizes may differ: uneven shards). Every row has a unique
-    ``id`` across the splits, so a test can tell which rows a run read."""
+    ``id`` across the splits, so a test can tell which rows a run read. ``learnable=False`` draws the labels apart
+    from the images, so the loss stays high and every batch moves the weights (for bitwise comparisons of order)."""
     names = class_names(num_classes)
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "id": datasets.Value("int64")}
@@ -324,8 +326,9 @@ def make_parquet_shards(
     next_id = 0
     for k, (split, sizes) in enumerate(shard_sizes.items()):
         for i, count in enumerate(sizes):
-            labels = np.arange(next_id, next_id + count) % num_classes
-            images = make_images(labels, num_classes, size, 3, seed + 31 * k + i)
+            looks = np.arange(next_id, next_id + count) % num_classes
+            images = make_images(looks, num_classes, size, 3, seed + 31 * k + i)
+            labels = looks if learnable else np.random.default_rng(seed + next_id).integers(0, num_classes, count)
             data = {"image": list(images), "label": labels.tolist(), "id": list(range(next_id, next_id + count))}
             target = Path(root) / "data" / f"{split}-{i:05d}-of-{len(sizes):05d}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)

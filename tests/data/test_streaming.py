@@ -4,7 +4,9 @@ what a stream does not say is found or asked for with a one-line error."""
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from pathlib import Path
 
 import datagen
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from accel_recipes.config import DataArguments
 from accel_recipes.data import build_data
-from accel_recipes.data.stream_loader import HoldOut, StreamBatches, StreamPosition, ordered_examples
+from accel_recipes.data.stream_loader import HoldOut, StreamBatches, StreamLoader, StreamPosition, ordered_examples
 from accel_recipes.data.streaming import StreamSplit, build_stream_data, open_stream
 from accel_recipes.data.transforms import make_transform
 from accel_recipes.errors import ConfigError, DataError
@@ -215,3 +217,61 @@ def test_each_missing_or_wrong_setting_is_a_one_line_error_naming_the_field(shar
     with pytest.raises(error, match=message) as raised:
         build_stream_data(arguments, seed=0)
     assert "\n" not in str(raised.value)
+
+
+# ---- exact evaluation on several processes -----------------------------------------------------------------------
+
+
+class Collective:
+    """``any_process_has_more`` of ``count`` processes simulated by threads: each waits for all (as an all-reduce
+    does) and learns whether any has a batch left."""
+
+    def __init__(self, count: int) -> None:
+        self.flags = [False] * count
+        self.barrier = threading.Barrier(count, timeout=30)
+
+    def for_rank(self, rank: int):
+        def any_process_has_more(has_more: bool) -> bool:
+            self.flags[rank] = has_more
+            self.barrier.wait()
+            result = any(self.flags)
+            self.barrier.wait()
+            return result
+
+        return any_process_has_more
+
+
+@pytest.mark.parametrize(("shard_sizes", "processes", "workers"), [([7, 5, 3], 2, 0), ([7, 5, 3], 2, 2), ([9], 3, 2)])
+def test_evaluation_on_several_processes_counts_every_sample_once_and_no_process_waits(
+    tmp_path, shard_sizes, processes, workers
+):
+    """Labels are the rows' ids (one class per row), so the labels that come out say which rows were evaluated.
+    Uneven shards, and a single shard split over three processes (fewer shards than processes and workers)."""
+    total = sum(shard_sizes)
+    root = tmp_path / "ids"
+    datagen.make_parquet_shards(root, {"train": [4, 4], "validation": shard_sizes}, num_classes=total + 8, size=8)
+    data = build_stream_data(DataArguments(dataset_name=str(root), streaming=True), seed=0)
+    collective = Collective(processes)
+    transform = make_transform(False, "none", 8, 8)
+    outputs: list[list] = [[] for _ in range(processes)]
+
+    def evaluate(rank: int) -> None:
+        pieces, keys = data.validation.for_process(rank, processes)
+        make = functools.partial(StreamBatches, pieces, keys, transform, data.validation.label_index, 4, 0,
+                                 process_index=rank, window=4, shuffle=False)  # fmt: skip
+        loader = StreamLoader(make, 4, None, torch.device("cpu"), workers, False, 8,
+                              any_process_has_more=collective.for_rank(rank), process_index=rank)  # fmt: skip
+        outputs[rank] = [(images.shape, labels) for images, labels in loader]
+
+    threads = [threading.Thread(target=evaluate, args=(rank,)) for rank in range(processes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a process waits forever"
+    assert len({len(batches) for batches in outputs}) == 1, "every process makes as many gathers"
+    assert all(shape == (4, 3, 8, 8) for batches in outputs for shape, _ in batches)  # padded to full batches
+    labels = torch.cat([labels for batches in outputs for _, labels in batches])
+    ids = labels[labels >= 0].tolist()
+    first_id = 8  # the two train shards hold rows 0..7
+    assert sorted(ids) == list(range(first_id, first_id + total))

@@ -1,0 +1,91 @@
+"""Whole runs on a streamed dataset (``--streaming true``, the one field changed): kill -9 then
+``--resume_from_checkpoint latest`` ends with the uninterrupted run's weights, on one process with loader workers and
+on two processes over gloo, where the uneven shards are also evaluated to the end without a process waiting."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import datagen
+import pytest
+import torch
+from conftest import (
+    SUBPROCESS_THREADS,
+    launch,
+    read_jsonl,
+    read_results,
+    same_weights,
+    start_training,
+    train_ok,
+    wait_for_update,
+)
+
+pytestmark = pytest.mark.slow
+
+# 96 training images in 3 uneven shards (split by example over 2 processes), validation and test uneven too
+SHARDS = {"train": [40, 31, 25], "validation": [9, 4, 2], "test": [7, 6]}
+
+
+@pytest.fixture(scope="module")
+def stream_shards(tmp_path_factory) -> Path:
+    # labels drawn apart from the images: the loss stays high, so every batch's place in the order shows in the weights
+    return datagen.make_parquet_shards(tmp_path_factory.mktemp("stream-runs") / "pq", SHARDS, size=8, learnable=False)
+
+
+def run_args(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset_name", str(dataset),
+        "--streaming", "true",
+        "--shuffle_buffer_size", "16",
+        "--output_dir", str(output_dir),
+        "--model_name_or_path", "test_vit",
+        "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "8",
+        "--learning_rate", "0.05",
+        "--num_train_epochs", "2",
+        "--logging_steps", "1",
+        "--save_strategy", "steps",
+        "--save_steps", "1",
+        "--save_total_limit", "2",
+        "--disable_tqdm", "true",
+        *extra,
+    ]  # fmt: skip
+
+
+def model_weights(output_dir: Path) -> Path:
+    return output_dir / "model" / "model.safetensors"
+
+
+def test_kill_9_mid_epoch_then_resume_latest_gives_the_uninterrupted_weights_with_workers(stream_shards, tmp_path):
+    workers = ("--dataloader_num_workers", "2")
+    uninterrupted = tmp_path / "uninterrupted"
+    train_ok(run_args(stream_shards, uninterrupted, *workers), threads=SUBPROCESS_THREADS)
+    killed = tmp_path / "killed"
+    process = start_training(run_args(stream_shards, killed, *workers))
+    wait_for_update(killed, 17, process)  # 12 updates an epoch: in the middle of the second
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = train_ok(run_args(stream_shards, killed, *workers, "--resume_from_checkpoint", "latest"),
+                       threads=SUBPROCESS_THREADS)  # fmt: skip
+    assert "resumed from" in resumed.stdout and "epoch 1 + " in resumed.stdout
+    assert same_weights(model_weights(uninterrupted), model_weights(killed))
+    final = [record for record in read_jsonl(killed / "metrics.jsonl") if record.get("final")]
+    assert final and final[-1]["test_accuracy"] == read_results(uninterrupted)["test_accuracy"]
+
+
+def test_two_processes_resume_exactly_and_evaluate_uneven_shards_to_the_end(stream_shards, tmp_path):
+    uninterrupted = tmp_path / "uninterrupted"
+    two = ("--save_total_limit", "20")
+    launch(run_args(stream_shards, uninterrupted, *two), processes=2, timeout=600)
+    results = read_results(uninterrupted)
+    assert results["num_processes"] == 2 and results["train_updates"] == 12  # 96 / (8 x 2) = 6 updates an epoch
+    evaluations = [record for record in read_jsonl(uninterrupted / "metrics.jsonl") if "eval_accuracy" in record]
+    assert len(evaluations) >= 2 and "test_accuracy" in results
+    checkpoint = uninterrupted / "checkpoints" / "checkpoint-9"  # epoch 1 + 3 micro-batches
+    windows = torch.load(checkpoint / "custom_checkpoint_0.pkl", weights_only=True)["next_window"]
+    assert [window["batch"] for window in windows] == [3, 3]  # where each process's next batch starts
+    resumed = tmp_path / "resumed"
+    launch(run_args(stream_shards, resumed, *two, "--resume_from_checkpoint", str(checkpoint)), processes=2,
+           timeout=600)  # fmt: skip
+    assert same_weights(model_weights(uninterrupted), model_weights(resumed))
