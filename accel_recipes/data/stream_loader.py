@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import datasets
+import pyarrow as pa
 import torch
 from accelerate.state import GradientState
 from PIL import Image
@@ -68,21 +69,22 @@ class HoldOut:
         return held == self.validation
 
 
+def rows(piece: datasets.IterableDataset, window: int = 64) -> Iterator[dict]:
+    """The examples of one shard, in order (the first sample the normalisation statistics are measured on)."""
+    for table in tables(piece, window):
+        yield from table.to_pylist()
+
+
+def tables(piece: datasets.IterableDataset, window: int) -> Iterator[pa.Table]:
+    """One shard as Arrow tables of ``window`` rows (the last one shorter). Through ``IterableDataset.iter``, not
+    ``iter(piece)``: in a DataLoader worker the latter hands the worker only its share of the shards, and this module
+    splits the work itself. Arrow, so rows that another worker decodes are never made Python objects here."""
+    yield from piece.with_format("arrow").iter(batch_size=window)
+
+
 def is_stream(split: object) -> bool:
     """Whether ``split`` is a ``StreamSplit`` (``streaming.py``), which knows its shards, not its rows."""
     return hasattr(split, "for_process") and hasattr(split, "pieces")
-
-
-READ_BATCH = 64  # rows read from a shard at a time
-
-
-def rows(piece: datasets.IterableDataset) -> Iterator[dict]:
-    """The examples of one shard. Through ``IterableDataset.iter``, not ``iter(piece)``: in a DataLoader worker the
-    latter hands the worker only its share of the shards, and this module splits the work itself."""
-    for batch in piece.iter(batch_size=READ_BATCH):
-        columns = list(batch)
-        for values in zip(*(batch[column] for column in columns), strict=True):
-            yield dict(zip(columns, values, strict=True))
 
 
 def piece_order(count: int, seed: int, epoch: int, cycle: int, shuffle: bool) -> list[int]:
@@ -90,6 +92,73 @@ def piece_order(count: int, seed: int, epoch: int, cycle: int, shuffle: bool) ->
         return list(range(count))
     generator = torch.Generator().manual_seed(_seed(seed, epoch, cycle, count))
     return torch.randperm(count, generator=generator).tolist()
+
+
+@dataclass
+class Window:
+    """Consecutive rows of one shard, in the order the epoch reads them: ``table.take(order)`` are positions
+    ``position, position + 1, ...``; ``following`` is where the window after it starts."""
+
+    table: pa.Table
+    order: list[int]
+    position: int
+    start: StreamPosition
+    following: StreamPosition
+
+    def example(self, i: int) -> dict:
+        return self.table.slice(self.order[i], 1).to_pylist()[0]
+
+    def examples(self, indices: list[int]) -> list[dict]:
+        return self.table.take([self.order[i] for i in indices]).to_pylist()
+
+
+def ordered_windows(
+    pieces: list[datasets.IterableDataset],
+    keys: list[int],
+    seed: int,
+    epoch: int,
+    window: int,
+    shuffle: bool,
+    start: StreamPosition = StreamPosition(),  # noqa: B008 - frozen, never changed
+    hold_out: HoldOut | None = None,
+    cycle: bool = False,
+) -> Iterator[Window]:
+    """The windows of one process's epoch from ``start`` on: each shard (in the epoch's order of shards) in windows
+    of ``window`` rows, the rows the hold-out rule gives this split kept, permuted by the window's own generator.
+
+    ``cycle``: after the last shard, read them all again in the next cycle's order (training); else stop."""
+    current = start
+    while True:
+        order = piece_order(len(pieces), seed, epoch, current.cycle, shuffle)
+        whole_cycle, produced = current.piece == 0 and current.offset == 0, False
+        position = current.position
+        for rank in range(current.piece, len(pieces)):
+            index = order[rank]
+            offset = current.offset if rank == current.piece else 0
+            piece = pieces[index].skip(offset) if offset else pieces[index]
+            for table in tables(piece, window):
+                begin = StreamPosition(current.cycle, rank, offset, position)
+                if hold_out is not None:
+                    kept = [hold_out.keeps(keys[index], offset + i) for i in range(table.num_rows)]
+                    table = table.filter(pa.array(kept, type=pa.bool_()))
+                offset = begin.offset + window  # a window is `window` rows of the shard, kept or not
+                count = table.num_rows
+                if shuffle and count > 1:
+                    window_seed = _seed(seed, epoch, begin.cycle, keys[index], begin.offset)
+                    generator = torch.Generator().manual_seed(window_seed)
+                    permutation = torch.randperm(count, generator=generator).tolist()
+                else:
+                    permutation = list(range(count))
+                following = StreamPosition(current.cycle, rank, offset, position + count)
+                if count:
+                    yield Window(table, permutation, position, begin, following)
+                position += count
+                produced = produced or count > 0
+        if not cycle:
+            return
+        if whole_cycle and not produced:
+            raise DataError("the training stream holds no examples; check --dataset_name and --train_split_name")
+        current = StreamPosition(current.cycle + 1, 0, 0, position)
 
 
 def ordered_examples(
@@ -103,47 +172,11 @@ def ordered_examples(
     hold_out: HoldOut | None = None,
     cycle: bool = False,
 ) -> Iterator[tuple[int, dict, StreamPosition]]:
-    """``(position, example, where the next position's window starts)`` of one process's epoch, from ``start`` on.
-
-    ``cycle``: after the last shard, read them all again in the next cycle's order (training); else stop."""
-    current = start
-    while True:
-        order = piece_order(len(pieces), seed, epoch, current.cycle, shuffle)
-        whole_cycle, produced = current.piece == 0 and current.offset == 0, False
-        for rank in range(current.piece, len(pieces)):
-            index = order[rank]
-            offset = current.offset if rank == current.piece else 0
-            position = current.position
-            source = rows(pieces[index].skip(offset) if offset else pieces[index])
-            exhausted = False
-            while not exhausted:
-                window_start = StreamPosition(current.cycle, rank, offset, position)
-                buffer: list[dict] = []
-                while len(buffer) < window:
-                    example = next(source, None)
-                    if example is None:
-                        exhausted = True
-                        break
-                    offset += 1
-                    if hold_out is None or hold_out.keeps(keys[index], offset - 1):
-                        buffer.append(example)
-                if shuffle and len(buffer) > 1:
-                    generator = torch.Generator().manual_seed(
-                        _seed(seed, epoch, window_start.cycle, keys[index], window_start.offset)
-                    )
-                    buffer = [buffer[i] for i in torch.randperm(len(buffer), generator=generator).tolist()]
-                after_window = StreamPosition(current.cycle, rank, offset, position + len(buffer))
-                for i, example in enumerate(buffer):
-                    following = window_start if i + 1 < len(buffer) else after_window
-                    yield position + i, example, following
-                position += len(buffer)
-                produced = produced or bool(buffer)
-            current = StreamPosition(current.cycle, rank + 1, 0, position)
-        if not cycle:
-            return
-        if whole_cycle and not produced:
-            raise DataError("the training stream holds no examples; check --dataset_name and --train_split_name")
-        current = StreamPosition(current.cycle + 1, 0, 0, current.position)
+    """``(position, example, where the next position's window starts)`` of one process's epoch, from ``start``."""
+    for window_ in ordered_windows(pieces, keys, seed, epoch, window, shuffle, start, hold_out, cycle):
+        last = len(window_.order) - 1
+        for i in range(len(window_.order)):
+            yield window_.position + i, window_.example(i), window_.start if i < last else window_.following
 
 
 class StreamBatches(IterableDataset):
@@ -177,25 +210,34 @@ class StreamBatches(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        first = self.first_batch * self.batch_size
-        end = None if self.batches is None else self.batches * self.batch_size
-        examples = ordered_examples(
+        size = self.batch_size
+        first = self.first_batch * size
+        end = None if self.batches is None else self.batches * size
+        windows = ordered_windows(
             self.pieces, self.keys, self.seed, self.epoch, self.window, self.shuffle, self.start, self.hold_out,
             cycle=self.batches is not None,
         )  # fmt: skip
         samples: list = []
-        for position, example, following in examples:
-            if end is not None and position >= end:
-                break
+        for window in windows:
+            count = len(window.order)
+            if end is not None and window.position >= end:
+                return
             # the DataLoader asks worker 0 for the first batch of this iteration, then worker 1, ...
-            if position < first or (position // self.batch_size - self.first_batch) % workers != worker:
-                continue
-            samples.append(self._sample(example, position))
-            if (position + 1) % self.batch_size == 0 or (end is not None and position + 1 == end):
-                yield (*collate_batch(samples), asdict(following))
-                samples = []
+            mine = [
+                i
+                for i in range(count)
+                if first <= window.position + i < (end if end is not None else window.position + count)
+                and ((window.position + i) // size - self.first_batch) % workers == worker
+            ]
+            for i, example in zip(mine, window.examples(mine) if mine else [], strict=True):
+                position = window.position + i
+                samples.append(self._sample(example, position))
+                if (position + 1) % size == 0 or position + 1 == end:
+                    following = window.start if i < count - 1 else window.following
+                    yield (*collate_batch(samples), asdict(following))
+                    samples = []
         if samples:
-            yield (*collate_batch(samples), asdict(following))
+            yield (*collate_batch(samples), asdict(window.following))
 
     def _sample(self, example: dict, position: int) -> tuple[torch.Tensor, int] | None:
         label = self.label_of(example["label"])

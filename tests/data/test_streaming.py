@@ -250,14 +250,16 @@ def test_evaluation_on_several_processes_counts_every_sample_once_and_no_process
     total = sum(shard_sizes)
     root = tmp_path / "ids"
     datagen.make_parquet_shards(root, {"train": [4, 4], "validation": shard_sizes}, num_classes=total + 8, size=8)
-    data = build_stream_data(DataArguments(dataset_name=str(root), streaming=True), seed=0)
+    # each process opens the stream itself (datasets' iterables keep their position in themselves: not shared)
+    opened = [build_stream_data(DataArguments(dataset_name=str(root), streaming=True), 0) for _ in range(processes)]
     collective = Collective(processes)
     transform = make_transform(False, "none", 8, 8)
     outputs: list[list] = [[] for _ in range(processes)]
 
     def evaluate(rank: int) -> None:
-        pieces, keys = data.validation.for_process(rank, processes)
-        make = functools.partial(StreamBatches, pieces, keys, transform, data.validation.label_index, 4, 0,
+        validation = opened[rank].validation
+        pieces, keys = validation.for_process(rank, processes)
+        make = functools.partial(StreamBatches, pieces, keys, transform, validation.label_index, 4, 0,
                                  process_index=rank, window=4, shuffle=False)  # fmt: skip
         loader = StreamLoader(make, 4, None, torch.device("cpu"), workers, False, 8,
                               any_process_has_more=collective.for_rank(rank), process_index=rank)  # fmt: skip
