@@ -36,6 +36,7 @@ class DataBundle:
     native_size: int
     source: str  # how it was read, for the log
     name: str = ""  # the dataset_name it was loaded from
+    held_out: str = ""  # how validation was held out of a stream's train split (said in the log and the card)
 
     @property
     def num_classes(self) -> int:

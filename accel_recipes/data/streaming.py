@@ -281,7 +281,7 @@ def build_stream_data(data: DataArguments, seed: int, cache_dir: str | None = No
             size = opened.sizes.get(split)
         return StreamSplit(pieces, size, index, hold_out)
 
-    note = ""
+    note = held_out = ""
     if "validation" in roles:
         train_split, validation = split_of("train"), split_of("validation")
     else:
@@ -296,11 +296,12 @@ def build_stream_data(data: DataArguments, seed: int, cache_dir: str | None = No
         kept = None if total is None else total - held
         train_split = split_of("train", HoldOut(seed, percentage, validation=False), kept)
         validation = split_of("train", HoldOut(seed, percentage, validation=True), held)
-        note = (
-            f"; validation: about {percentage:g}% of '{roles['train']}' held out by a seeded rule on each example's "
+        held_out = (
+            f"about {percentage:g}% of '{roles['train']}' held out as validation by a seeded rule on each example's "
             f"shard and place in it (seed {seed}), which training skips"
         )
-        logger.warning("dataset '%s' has no validation split%s", name, note)
+        note = f"; validation: {held_out}"
+        logger.warning("dataset '%s' has no validation split: %s", name, held_out)
     test = split_of("test") if "test" in roles else None
     mean, std, native_size = stream_statistics(train_split, seed)
     logger.info(
@@ -315,7 +316,7 @@ def build_stream_data(data: DataArguments, seed: int, cache_dir: str | None = No
         STREAM_STATISTICS_SAMPLES,
         note,
     )
-    return DataBundle(train_split, validation, test, names, mean, std, native_size, opened.source + note, name)
+    return DataBundle(train_split, validation, test, names, mean, std, native_size, opened.source, name, held_out)
 
 
 # ---- the loaders -------------------------------------------------------------------------------------------------

@@ -251,11 +251,13 @@ class Trainer:
             loading = "data held on the device"
         else:
             loading = f"pinned memory {pinned}; {training.dataloader_num_workers} loader worker(s)"
+        held_out = f"validation: {data.held_out}\n" if data.held_out else ""
         return (
             f"{self.spec.describe()}\n"
             f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
             f"{data.num_classes} classes, augmentation {loaders.augmentation}"
             f"{' + ' + loaders.policy.name if loaders.policy else ''}, {loaders.pipeline} data pipeline\n"
+            f"{held_out}"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {training.per_device_train_batch_size} x "
             f"{training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
@@ -320,6 +322,8 @@ class Trainer:
             "device": _device_name(accelerator.device),
             "exported_weights": "ema" if self.exports_ema else "live",
         }
+        if self.data.held_out:  # a stream without a validation split: said in the card
+            results["validation_held_out"] = self.data.held_out
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
         return RunResult(results, self.output_dir, best, self.step.model)

@@ -4,6 +4,7 @@ on two processes over gloo, where the uneven shards are also evaluated to the en
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from conftest import (
     read_results,
     same_weights,
     start_training,
+    train,
     train_ok,
     wait_for_update,
 )
@@ -89,3 +91,21 @@ def test_two_processes_resume_exactly_and_evaluate_uneven_shards_to_the_end(stre
     launch(run_args(stream_shards, resumed, *two, "--resume_from_checkpoint", str(checkpoint)), processes=2,
            timeout=600)  # fmt: skip
     assert same_weights(model_weights(uninterrupted), model_weights(resumed))
+
+
+def test_webdataset_shards_without_a_validation_split_train_for_max_steps_and_say_what_was_held_out(tmp_path):
+    """Tar shards record no size (max_steps gives the run its length) and no class names (label_names); the held-out
+    validation is said in the log and the card; data_pipeline auto streams."""
+    root = datagen.make_webdataset_shards(tmp_path / "wds", {"train": [30, 26]}, size=8)
+    output_dir = tmp_path / "run"
+    common = run_args(root, output_dir, "--label_names", "red,green,blue", "--data_pipeline", "auto")
+    without_length = train(common)
+    assert without_length.exit_code == 2
+    assert "does not record how many training examples it holds" in without_length.stderr
+    assert "--max_steps" in without_length.stderr
+    finished = train_ok([*common, "--max_steps", "4", "--overwrite_output_dir", "true"])
+    assert "stream data pipeline" in finished.stdout and "held out as validation by a seeded rule" in finished.stdout
+    assert read_results(output_dir)["train_updates"] == 4
+    card = (output_dir / "model" / "README.md").read_text()
+    assert "held out as validation by a seeded rule" in card
+    assert json.loads((output_dir / "model" / "config.json").read_text())["label_names"] == ["red", "green", "blue"]
