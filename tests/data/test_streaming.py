@@ -144,7 +144,7 @@ def test_sizes_come_from_the_parquet_footers_and_a_missing_validation_split_is_h
         data = build_stream_data(DataArguments(dataset_name=str(only_train), streaming=True), seed=0)
     assert len(data.train) + len(data.validation) == 40 and len(data.validation) == 4
     assert data.train.hold_out == HoldOut(0, 10.0, validation=False) and data.validation.hold_out.validation
-    assert "held out by a seeded rule" in caplog.text and "held out" in data.source
+    assert "held out as validation by a seeded rule" in caplog.text and "seeded rule" in data.held_out
     assert data.label_names == datagen.class_names(3) and data.native_size == 8
 
 
