@@ -14,52 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def write_shards(root: Path, images: int, shards: int, size: int, seed: int = 0) -> Path:
-    """``images`` random ``size`` px PNGs with 10 labels in ``shards`` Hub-style parquet shards (``data/train-*``)
-    plus a validation shard; kept when already there."""
-    from accel_recipes.data.sources import arrays_to_dataset
-
-    folder = root / f"parquet-{images}x{size}px-{shards}shards"
-    if (folder / "done").is_file():
-        return folder
-    rng = np.random.default_rng(seed)
-    names = [str(i) for i in range(10)]
-    per_shard = -(-images // shards)
-    parts = [("train", i, min(per_shard, images - i * per_shard)) for i in range(shards)] + [("validation", 0, 200)]
-    for split, index, count in parts:
-        pixels = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-        dataset = arrays_to_dataset(pixels, rng.integers(0, 10, count), names)
-        total = shards if split == "train" else 1
-        target = folder / "data" / f"{split}-{index:05d}-of-{total:05d}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        dataset.to_parquet(str(target))
-    (folder / "done").write_text("")
-    return folder
-
-
-def _factory(dataset: Path, streaming: bool, workers: int, batch_size: int, size: int):
-    from accelerate import Accelerator
-
-    from accel_recipes.config import DataArguments, TrainingArguments
-    from accel_recipes.data import LoaderFactory, ModelInput, build_data
-
-    data_args = DataArguments(dataset_name=str(dataset), streaming=streaming)
-    training = TrainingArguments(per_device_train_batch_size=batch_size, dataloader_num_workers=workers)
-    data = build_data(data_args, training.seed)
-    accelerator = Accelerator(cpu=True)
-    return LoaderFactory(data, data_args, training, ModelInput(size, "bilinear", False), accelerator), data
-
-
-def train_loader(dataset: Path, streaming: bool, workers: int, batch_size: int, size: int):
-    from accel_recipes.data.streaming import stream_loader
-
-    factory, data = _factory(dataset, streaming, workers, batch_size, size)
-    if streaming:
-        return stream_loader(factory, data.train, train=True)
-    return factory.stream(data.train, train=True)
+from accel_recipes.bench.datapath_setup import train_loader, write_shards
 
 
 def images_per_second(loader, batches: int, warmup: int = 3) -> float:
@@ -78,11 +33,15 @@ def seconds_to_first_batch(dataset: Path, streaming: bool, workers: int, batch_s
     """From ``build_data`` to the first training batch, datasets' cache emptied first (a first run)."""
     import datasets
 
+    kept = datasets.config.HF_DATASETS_CACHE
     with tempfile.TemporaryDirectory() as cache:
         datasets.config.HF_DATASETS_CACHE = cache
-        start = time.perf_counter()
-        next(iter(train_loader(dataset, streaming, workers, batch_size, size)))
-        return time.perf_counter() - start
+        try:
+            start = time.perf_counter()
+            next(iter(train_loader(dataset, streaming, workers, batch_size, size)))
+            return time.perf_counter() - start
+        finally:
+            datasets.config.HF_DATASETS_CACHE = kept
 
 
 def main(argv: list[str] | None = None) -> int:
