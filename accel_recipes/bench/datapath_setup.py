@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 
 from accel_recipes.bench.datapath import Feed, Source
 from accel_recipes.config import RecipeArguments
+from accel_recipes.errors import ConfigError
 from accel_recipes.plan import require_a_micro_batch
 
 
@@ -50,6 +51,11 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
     from accel_recipes.models import build_model
 
     training = args.training
+    if args.data.streaming:
+        raise ConfigError(
+            "bench_datapath compares the map-style data paths; with streaming true measure the stream with "
+            "recipes/bench_stream.py, or pass --streaming false"
+        )
     accelerator = create_accelerator(training)
     set_seed(training.seed)
     with accelerator.main_process_first():

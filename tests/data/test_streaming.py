@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader
 
 from accel_recipes.config import DataArguments
 from accel_recipes.data import build_data
-from accel_recipes.data.stream_loader import HoldOut, StreamBatches, StreamLoader, StreamPosition, ordered_examples
+from accel_recipes.data.stream_loader import (
+    HoldOut,
+    StreamBatches,
+    StreamLoader,
+    StreamPosition,
+    ordered_examples,
+)
 from accel_recipes.data.streaming import StreamSplit, build_stream_data, open_stream
 from accel_recipes.data.transforms import make_transform
 from accel_recipes.errors import ConfigError, DataError
@@ -277,3 +283,28 @@ def test_evaluation_on_several_processes_counts_every_sample_once_and_no_process
     ids = labels[labels >= 0].tolist()
     first_id = 8  # the two train shards hold rows 0..7
     assert sorted(ids) == list(range(first_id, first_id + total))
+
+
+def test_arrow_shards_and_a_save_to_disk_folder_stream_too(tmp_path):
+    """Arrow stream files (as ``datasets`` writes its cache shards) are opened as shards; a save_to_disk folder is
+    read as the map-style path reads it and streamed from memory in shards."""
+    import pyarrow as pa
+
+    folder = datagen.make_parquet(tmp_path, size=8)  # 24 training images
+    dataset = datasets.Dataset.from_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    for i, part in enumerate((dataset.select(range(0, 12)), dataset.select(range(12, 24)))):
+        target = tmp_path / "arrow" / f"train-{i:05d}-of-00002.arrow"
+        target.parent.mkdir(exist_ok=True)
+        table = part.with_format("arrow")[:]
+        with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    arrow = build_stream_data(DataArguments(dataset_name=str(tmp_path / "arrow"), streaming=True), seed=0)
+    assert len(arrow.train.pieces) == 2 and arrow.label_names == datagen.class_names(3)
+    dataset.save_to_disk(str(tmp_path / "disk"))
+    disk = build_stream_data(DataArguments(dataset_name=str(tmp_path / "disk"), streaming=True), seed=0)
+    assert "(streamed)" in disk.source and len(disk.train) + len(disk.validation) == 24
+    kept = [
+        len(list(ordered_examples(split.pieces, list(range(len(split.pieces))), 0, 0, 8, False, START, split.hold_out)))
+        for split in (disk.train, disk.validation)
+    ]
+    assert sum(kept) == 24 and all(kept)  # the hold-out rule gives every row to exactly one side

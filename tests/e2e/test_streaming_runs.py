@@ -76,9 +76,9 @@ def test_kill_9_mid_epoch_then_resume_latest_gives_the_uninterrupted_weights_wit
     assert final and final[-1]["test_accuracy"] == read_results(uninterrupted)["test_accuracy"]
 
 
-def test_two_processes_resume_exactly_and_evaluate_uneven_shards_to_the_end(stream_shards, tmp_path):
+def test_two_processes_with_workers_resume_exactly_and_evaluate_uneven_shards_to_the_end(stream_shards, tmp_path):
     uninterrupted = tmp_path / "uninterrupted"
-    two = ("--save_steps", "2", "--save_total_limit", "20")
+    two = ("--save_steps", "2", "--save_total_limit", "20", "--dataloader_num_workers", "2")
     launch(run_args(stream_shards, uninterrupted, *two), processes=2, timeout=600)
     results = read_results(uninterrupted)
     assert results["num_processes"] == 2 and results["train_updates"] == 8  # 64 / (8 x 2) = 4 updates an epoch
