@@ -308,3 +308,26 @@ def test_arrow_shards_and_a_save_to_disk_folder_stream_too(tmp_path):
         for split in (disk.train, disk.validation)
     ]
     assert sum(kept) == 24 and all(kept)  # the hold-out rule gives every row to exactly one side
+
+
+def test_a_resumed_loader_opens_the_stream_at_the_window_its_checkpoint_saved():
+    """The checkpoint's window of the next batch is where the resumed loader opens the stream (no pass over the
+    batches before it); a window of another batch or epoch is not used."""
+    opened = []
+    window = {"cycle": 0, "piece": 2, "offset": 48, "position": 130}
+
+    def make_batches(epoch: int, first_batch: int, start: StreamPosition) -> list:
+        opened.append((epoch, first_batch, start))
+        following = {**window, "position": 136}
+        return [(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), following)]
+
+    saved = StreamLoader(make_batches, 2, 10, torch.device("cpu"), 0, False, 4)
+    saved.next_window = {"epoch": 3, "batch": 66, **window}
+    state = saved.state_dict()
+    for epoch, batch, expected in ((3, 66, StreamPosition(**window)), (3, 65, START), (2, 66, START)):
+        resumed = StreamLoader(make_batches, 2, 10, torch.device("cpu"), 0, False, 4)
+        resumed.load_state_dict(state)
+        resumed.set_epoch(epoch)
+        assert len(list(resumed.skip_first_batches(batch))) == 1
+        assert opened[-1] == (epoch, batch, expected)
+        assert resumed.next_window == {"epoch": epoch, "batch": batch + 1, **window, "position": 136}
