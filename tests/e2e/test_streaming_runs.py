@@ -5,15 +5,21 @@ on two processes over gloo, where the uneven shards are also evaluated to the en
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 from pathlib import Path
 
 import datagen
 import pytest
 import torch
 from conftest import (
+    ROOT,
     SUBPROCESS_THREADS,
+    free_port,
     launch,
+    launch_command,
+    launch_env,
     read_jsonl,
     read_results,
     same_weights,
@@ -22,6 +28,8 @@ from conftest import (
     train_ok,
     wait_for_update,
 )
+
+from accel_recipes.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -76,21 +84,30 @@ def test_kill_9_mid_epoch_then_resume_latest_gives_the_uninterrupted_weights_wit
     assert final and final[-1]["test_accuracy"] == read_results(uninterrupted)["test_accuracy"]
 
 
-def test_two_processes_with_workers_resume_exactly_and_evaluate_uneven_shards_to_the_end(stream_shards, tmp_path):
+def test_two_processes_with_workers_kill_9_then_resume_latest_and_evaluate_uneven_shards_to_the_end(
+    stream_shards, tmp_path
+):
+    two = ("--dataloader_num_workers", "2")
     uninterrupted = tmp_path / "uninterrupted"
-    two = ("--save_steps", "2", "--save_total_limit", "20", "--dataloader_num_workers", "2")
     launch(run_args(stream_shards, uninterrupted, *two), processes=2, timeout=600)
     results = read_results(uninterrupted)
     assert results["num_processes"] == 2 and results["train_updates"] == 8  # 64 / (8 x 2) = 4 updates an epoch
     evaluations = [record for record in read_jsonl(uninterrupted / "metrics.jsonl") if "eval_accuracy" in record]
-    assert len(evaluations) >= 2 and "test_accuracy" in results
-    checkpoint = uninterrupted / "checkpoints" / "checkpoint-6"  # epoch 1 + 2 micro-batches
-    windows = torch.load(checkpoint / "custom_checkpoint_0.pkl", weights_only=True)["next_window"]
-    assert [window["batch"] for window in windows] == [2, 2]  # where each process's next batch starts
-    resumed = tmp_path / "resumed"
-    launch(run_args(stream_shards, resumed, *two, "--resume_from_checkpoint", str(checkpoint)), processes=2,
-           timeout=600)  # fmt: skip
-    assert same_weights(model_weights(uninterrupted), model_weights(resumed))
+    assert len(evaluations) >= 2 and "test_accuracy" in results  # uneven shards evaluated without a process waiting
+    killed = tmp_path / "killed"
+    command = launch_command(run_args(stream_shards, killed, *two), processes=2, port=free_port())
+    launcher = subprocess.Popen(command, cwd=ROOT, env=launch_env(2), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    wait_for_update(killed, 6, launcher)  # the second epoch's third update: the newest checkpoint is mid-epoch
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both training processes
+    launcher.wait()
+    newest = list_checkpoints(killed / "checkpoints")[-1]
+    windows = torch.load(newest / "custom_checkpoint_0.pkl", weights_only=True)["next_window"]
+    assert len(windows) == 2 and windows[0]["epoch"] == 1 and windows[0]["batch"] > 0  # each process's next batch
+    resumed = launch(run_args(stream_shards, killed, *two, "--resume_from_checkpoint", "latest"), processes=2,
+                     timeout=600)  # fmt: skip
+    assert "resumed from" in resumed.stdout and "epoch 1 + " in resumed.stdout
+    assert same_weights(model_weights(uninterrupted), model_weights(killed))
 
 
 def test_webdataset_shards_without_a_validation_split_train_for_max_steps_and_say_what_was_held_out(tmp_path):
