@@ -26,6 +26,7 @@ from accel_recipes.checkpoints import (
 )
 from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
+from accel_recipes.data.stream_loader import is_stream
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
 from accel_recipes.errors import Preempted, TrainingError
@@ -243,7 +244,7 @@ class Trainer:
     # ---- logs and results -------------------------------------------------------------------------------------
     def _describe(self) -> str:
         training, plan, data, loaders = self.training, self.plan, self.data, self.loaders
-        test_size = len(data.test) if data.test is not None else 0
+        test_size = _size(data.test) if data.test is not None else 0
         pinned = training.dataloader_pin_memory and self.accelerator.device.type != "cpu"
         if loaders.pipeline == "synthetic":
             loading = "one training batch held on the device (compute-only bound)"
@@ -254,7 +255,7 @@ class Trainer:
         held_out = f"validation: {data.held_out}\n" if data.held_out else ""
         return (
             f"{self.spec.describe()}\n"
-            f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
+            f"data: {data.source}: {_size(data.train)} train / {_size(data.validation)} validation / {test_size} test, "
             f"{data.num_classes} classes, augmentation {loaders.augmentation}"
             f"{' + ' + loaders.policy.name if loaders.policy else ''}, {loaders.pipeline} data pipeline\n"
             f"{held_out}"
@@ -327,6 +328,11 @@ class Trainer:
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
         return RunResult(results, self.output_dir, best, self.step.model)
+
+
+def _size(split: Any) -> int | str:
+    """A split's size for the log; a stream that does not record it says so (its ``len`` is 0)."""
+    return len(split) or ("unrecorded" if is_stream(split) else 0)
 
 
 def _device_name(device: torch.device) -> str:

@@ -122,6 +122,7 @@ def test_webdataset_shards_without_a_validation_split_train_for_max_steps_and_sa
     assert "--max_steps" in without_length.stderr
     finished = train_ok([*common, "--max_steps", "4", "--overwrite_output_dir", "true"])
     assert "stream data pipeline" in finished.stdout and "held out as validation by a seeded rule" in finished.stdout
+    assert "unrecorded train / unrecorded validation" in finished.stdout  # a tar records no size
     assert read_results(output_dir)["train_updates"] == 4
     card = (output_dir / "model" / "README.md").read_text()
     assert "held out as validation by a seeded rule" in card
