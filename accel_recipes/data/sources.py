@@ -93,7 +93,10 @@ def _load_hub(
     return _as_dict(loaded)
 
 
-def _as_dict(loaded):
+def _as_dict(
+    loaded: datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """One split (a file, a streamed file) becomes ``train``."""
     if isinstance(loaded, datasets.Dataset):
         return datasets.DatasetDict(train=loaded)
     if isinstance(loaded, datasets.IterableDataset):
