@@ -384,6 +384,9 @@ def _limitations(config: dict[str, Any], facts: dict[str, Any], run: dict[str, A
             "The dataset had no test split: the results are on the validation split, which also chose the "
             "checkpoint (metric_for_best_model), so they are optimistic."
         )
+    held_out = run["results"].get(key("validation_held_out"))
+    if held_out:
+        notes.append(f"The dataset had no validation split; it was streamed and {held_out}.")
     if not _is_hub_id(str(config.get("dataset_name") or "")):
         notes.append(
             f"The dataset was a local copy (`{run['dataset']}`): set `--dataset_name` to your own copy to reproduce."

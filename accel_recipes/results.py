@@ -53,6 +53,11 @@ TRAINING_KEYS: dict[str, Any] = {
     "stopped_early": bool,  # target_metric_value or early stopping ended training before its plan
 }
 
+# written only by the runs they describe
+OPTIONAL_KEYS: dict[str, Any] = {
+    "validation_held_out": str,  # a stream without a validation split: how validation was held out of train
+}
+
 EVALUATION_KEYS: dict[str, type] = {
     f"{split}{ema}{tta}_{metric}": kind
     for split in SPLITS
@@ -60,7 +65,7 @@ EVALUATION_KEYS: dict[str, type] = {
     for tta in ("", "_tta")
     for metric, kind in EVALUATION_METRICS.items()
 }
-RESULT_KEYS: dict[str, Any] = {**TRAINING_KEYS, **EVALUATION_KEYS}
+RESULT_KEYS: dict[str, Any] = {**TRAINING_KEYS, **OPTIONAL_KEYS, **EVALUATION_KEYS}
 
 # the typed form of all_results.json (total=False: the evaluation keys depend on the run's splits and switches)
 RunResults = TypedDict("RunResults", RESULT_KEYS, total=False)  # noqa: UP013 (keys are not identifiers-only)

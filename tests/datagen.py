@@ -305,3 +305,59 @@ def make_parquet(
         dataset.to_parquet(str(target))
         written.append(target)
     return written[0] if layout == "file" else Path(root) / "parquet"
+
+
+def make_parquet_shards(
+    root: Path,
+    shard_sizes: dict[str, list[int]],
+    num_classes: int = 3,
+    size: int = 16,
+    seed: int = 0,
+    learnable: bool = True,
+) -> Path:
+    """Hub-style parquet shards written by ``datasets``: ``<root>/data/<split>-0000i-of-0000n.parquet``, shard i of a
+    split holding ``shard_sizes[split][i]`` images (sizes may differ: uneven shards). Every row has a unique
+    ``id`` across the splits, so a test can tell which rows a run read. ``learnable=False`` draws the labels apart
+    from the images, so the loss stays high and every batch moves the weights (for bitwise comparisons of order)."""
+    names = class_names(num_classes)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "id": datasets.Value("int64")}
+    )
+    next_id = 0
+    for k, (split, sizes) in enumerate(shard_sizes.items()):
+        for i, count in enumerate(sizes):
+            looks = np.arange(next_id, next_id + count) % num_classes
+            images = make_images(looks, num_classes, size, 3, seed + 31 * k + i)
+            labels = looks if learnable else np.random.default_rng(seed + next_id).integers(0, num_classes, count)
+            data = {"image": list(images), "label": labels.tolist(), "id": list(range(next_id, next_id + count))}
+            target = Path(root) / "data" / f"{split}-{i:05d}-of-{len(sizes):05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            datasets.Dataset.from_dict(data, features=features).to_parquet(str(target))
+            next_id += count
+    return Path(root)
+
+
+def make_webdataset_shards(
+    root: Path, shard_sizes: dict[str, list[int]], num_classes: int = 3, size: int = 16, seed: int = 0
+) -> Path:
+    """webdataset ``.tar`` shards ``<root>/<split>-00000i.tar``: per image a ``<key>.png`` and a ``<key>.cls`` (the
+    class index as text), as webdataset writers store them."""
+    import io
+    import tarfile
+
+    next_id = 0
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for k, (split, sizes) in enumerate(shard_sizes.items()):
+        for i, count in enumerate(sizes):
+            labels = np.arange(next_id, next_id + count) % num_classes
+            images = make_images(labels, num_classes, size, 3, seed + 31 * k + i)
+            with tarfile.open(Path(root) / f"{split}-{i:06d}.tar", "w") as tar:
+                for image, label in zip(images, labels, strict=True):
+                    encoded = io.BytesIO()
+                    Image.fromarray(image).save(encoded, format="PNG")
+                    for extension, payload in (("png", encoded.getvalue()), ("cls", str(int(label)).encode())):
+                        member = tarfile.TarInfo(f"{next_id:08d}.{extension}")
+                        member.size = len(payload)
+                        tar.addfile(member, io.BytesIO(payload))
+                    next_id += 1
+    return Path(root)

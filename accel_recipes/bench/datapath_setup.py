@@ -3,6 +3,7 @@
 It builds what a training run builds, through the same public functions (``create_accelerator``, ``build_data``,
 ``build_model``, the data pipelines' ``LoaderFactory`` and the engine's ``TrainingStep``), but no run loop: one
 loader per source and the micro-batch step. The rest of the benchmark sees only the ``Datapath`` it returns.
+The streaming benchmark (``bench/stream.py``) builds its training loaders here too (``train_loader``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from accel_recipes.bench.datapath import Feed, Source
 from accel_recipes.config import RecipeArguments
+from accel_recipes.errors import ConfigError
 from accel_recipes.plan import require_a_micro_batch
 
 
@@ -47,6 +51,11 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
     from accel_recipes.models import build_model
 
     training = args.training
+    if args.data.streaming:
+        raise ConfigError(
+            "bench_datapath compares the map-style data paths; with streaming true measure the stream with "
+            "recipes/bench_stream.py, or pass --streaming false"
+        )
     accelerator = create_accelerator(training)
     set_seed(training.seed)
     with accelerator.main_process_first():
@@ -75,6 +84,54 @@ def build_datapath(args: RecipeArguments, sources: list[Source]) -> Datapath:
     step.model.train()
     clock = DeviceClock(accelerator.device)
     return Datapath(args, accelerator, feeds, train_batch, clock, spec.describe(), len(data.train))
+
+
+# ---- streamed against map-style loading (bench/stream.py) ----
+
+
+def write_shards(root: Path, images: int, shards: int, size: int, seed: int = 0) -> Path:
+    """``images`` random ``size`` px PNGs with 10 labels in ``shards`` Hub-style parquet shards (``data/train-*``)
+    plus a validation shard; kept when already there."""
+    from accel_recipes.data.sources import arrays_to_dataset
+
+    folder = root / f"parquet-{images}x{size}px-{shards}shards"
+    if (folder / "done").is_file():
+        return folder
+    rng = np.random.default_rng(seed)
+    names = [str(i) for i in range(10)]
+    per_shard = -(-images // shards)
+    parts = [("train", i, min(per_shard, images - i * per_shard)) for i in range(shards)] + [("validation", 0, 200)]
+    for split, index, count in parts:
+        pixels = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+        dataset = arrays_to_dataset(pixels, rng.integers(0, 10, count), names)
+        total = shards if split == "train" else 1
+        target = folder / "data" / f"{split}-{index:05d}-of-{total:05d}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dataset.to_parquet(str(target))
+    (folder / "done").write_text("")
+    return folder
+
+
+def _factory(dataset: Path, streaming: bool, workers: int, batch_size: int, size: int):
+    from accelerate import Accelerator
+
+    from accel_recipes.config import DataArguments, TrainingArguments
+    from accel_recipes.data import LoaderFactory, ModelInput, build_data
+
+    data_args = DataArguments(dataset_name=str(dataset), streaming=streaming)
+    training = TrainingArguments(per_device_train_batch_size=batch_size, dataloader_num_workers=workers)
+    data = build_data(data_args, training.seed)
+    accelerator = Accelerator(cpu=True)
+    return LoaderFactory(data, data_args, training, ModelInput(size, "bilinear", False), accelerator), data
+
+
+def train_loader(dataset: Path, streaming: bool, workers: int, batch_size: int, size: int):
+    from accel_recipes.data.streaming import stream_loader
+
+    factory, data = _factory(dataset, streaming, workers, batch_size, size)
+    if streaming:
+        return stream_loader(factory, data.train, train=True)
+    return factory.stream(data.train, train=True)
 
 
 # ---- the per-image policies' cost on the device (bench/policy_cost.py) ----

@@ -87,6 +87,24 @@ class DataArguments:
     test_split_name: str | None = field(
         default=None, metadata=_help("test split, used only for the final evaluation; detected (test) when unset")
     )
+    streaming: bool = field(
+        default=False,
+        metadata=_help(
+            "read the dataset as it streams (datasets' IterableDataset: Hub ids, parquet / arrow / webdataset .tar "
+            "shards, image folders), never whole; resumes and evaluates exactly"
+        ),
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata=_help("streaming: examples shuffled together in each window of a shard (after shard order)"),
+    )
+    label_names: str | None = field(
+        default=None,
+        metadata=_help(
+            "class names in label order, comma-separated; for a stream whose labels are plain indices or strings "
+            "(default: the ClassLabel names, or an image folder's metadata file)"
+        ),
+    )
     validation_split_percentage: float = field(
         default=10.0, metadata=_help("percent of train held out (seeded) when the dataset has no validation split")
     )

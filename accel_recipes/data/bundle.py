@@ -36,6 +36,7 @@ class DataBundle:
     native_size: int
     source: str  # how it was read, for the log
     name: str = ""  # the dataset_name it was loaded from
+    held_out: str = ""  # how validation was held out of a stream's train split (said in the log and the card)
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +84,10 @@ def build_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> 
     truncates validation and test. The test split is returned untouched otherwise. ``seed`` fixes the held-out
     split, the truncation and the sample the image statistics are measured on.
     """
+    if data.streaming:
+        from .streaming import build_stream_data  # the stream's own module: nothing of it is read whole
+
+        return build_stream_data(data, seed, cache_dir)
     name = data.dataset_name
     source_splits, source = load_source(name, data.dataset_config_name, cache_dir)
     roles = pick_splits(

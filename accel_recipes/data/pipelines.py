@@ -25,6 +25,7 @@ from .bundle import DataBundle
 from .loaders import make_dataloader
 from .policies import Policy, policy_of
 from .resident import ResidentLoader, choose_pipeline, decode_split
+from .stream_loader import is_stream
 from .synthetic import SyntheticLoader, first_batch
 from .transforms import make_transform, resolve_augmentation
 
@@ -74,6 +75,12 @@ class LoaderFactory:
 
     def build(self) -> Loaders:
         data = self.data
+        if is_stream(data.train):  # streaming: true; data_pipeline auto never tries to cache a stream
+            from .streaming import stream_loader
+
+            test = stream_loader(self, data.test, train=False) if data.test is not None else None
+            train, validation = stream_loader(self, data.train, train=True), stream_loader(self, data.validation, False)
+            return Loaders(train, validation, test, "stream", self.augmentation, self.policy)
         pipeline = choose_pipeline(self.data_args, data.train, data.native_size)
         if pipeline == "stream":
             train = self.stream(data.train, train=True)

@@ -66,7 +66,10 @@ def _unreachable_error(name: str, reason: str, offline: bool) -> DataError:
     )
 
 
-def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_hub(
+    name: str, config_name: str | None, cache_dir: str | None, streaming: bool = False
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """The Hub dataset ``name``, downloaded whole, or with ``streaming`` opened as ``IterableDataset``s."""
     from datasets.exceptions import DatasetNotFoundError
 
     offline = hub_offline()
@@ -75,7 +78,7 @@ def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> data
     if not offline and not hub_reachable():
         raise _unreachable_error(name, "no network connection to the Hub", offline)
     try:
-        loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
+        loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir, streaming=streaming)
     except ConnectionError as error:
         reason = f"{offline_reason()} and it is not in the local cache" if offline else str(error)
         raise _unreachable_error(name, reason, offline) from error
@@ -90,9 +93,14 @@ def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> data
     return _as_dict(loaded)
 
 
-def _as_dict(loaded: datasets.Dataset | datasets.DatasetDict) -> datasets.DatasetDict:
+def _as_dict(
+    loaded: datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """One split (a file, a streamed file) becomes ``train``."""
     if isinstance(loaded, datasets.Dataset):
         return datasets.DatasetDict(train=loaded)
+    if isinstance(loaded, datasets.IterableDataset):
+        return datasets.IterableDatasetDict(train=loaded)
     return loaded
 
 

@@ -28,6 +28,7 @@ from accel_recipes.checkpoints import (
 )
 from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
+from accel_recipes.data.stream_loader import is_stream
 from accel_recipes.engine.ema import copy_ema_into
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
 from accel_recipes.engine.step import TrainingStep
@@ -38,7 +39,7 @@ from accel_recipes.models import ModelSpec
 from accel_recipes.optim import rebuild_schedule
 from accel_recipes.plan import require_a_micro_batch
 from accel_recipes.reporting import MetricsLog, truncate_metrics
-from accel_recipes.results import RunResults, check_results
+from accel_recipes.results import RunResults, check_results, key
 
 
 @dataclass
@@ -295,7 +296,7 @@ class Trainer:
     # ---- logs and results -------------------------------------------------------------------------------------
     def _describe(self) -> str:
         training, plan, data, loaders = self.training, self.plan, self.data, self.loaders
-        test_size = len(data.test) if data.test is not None else 0
+        test_size = _size(data.test) if data.test is not None else 0
         pinned = training.dataloader_pin_memory and self.accelerator.device.type != "cpu"
         if loaders.pipeline == "synthetic":
             loading = "one training batch held on the device (compute-only bound)"
@@ -303,11 +304,13 @@ class Trainer:
             loading = "data held on the device"
         else:
             loading = f"pinned memory {pinned}; {training.dataloader_num_workers} loader worker(s)"
+        held_out = f"validation: {data.held_out}\n" if data.held_out else ""
         return (
             f"{self.spec.describe()}\n"
-            f"data: {data.source}: {len(data.train)} train / {len(data.validation)} validation / {test_size} test, "
+            f"data: {data.source}: {_size(data.train)} train / {_size(data.validation)} validation / {test_size} test, "
             f"{data.num_classes} classes, augmentation {loaders.augmentation}"
             f"{' + ' + loaders.policy.name if loaders.policy else ''}, {loaders.pipeline} data pipeline\n"
+            f"{held_out}"
             f"plan: {plan.total_updates} updates over {plan.epochs} epoch(s) of {plan.updates_per_epoch}; "
             f"global batch {plan.global_batch_size} = {training.per_device_train_batch_size} x "
             f"{training.gradient_accumulation_steps} accumulation x {self.accelerator.num_processes} process(es); "
@@ -382,9 +385,16 @@ class Trainer:
             "time_to_target_samples": state.time_to_target_samples,
             "stopped_early": self.stopping_early and state.update < plan.total_updates,
         }
+        if self.data.held_out:  # a stream without a validation split: said in the card
+            results[key("validation_held_out")] = self.data.held_out
         self.metrics_log.write({"step": state.update, "final": True, **final})
         best = self.best_model_path if state.best_update is not None else None
         return RunResult(check_results(results), self.output_dir, best, self.step.model)
+
+
+def _size(split: object) -> int | str:
+    """A split's size for the log; a stream that does not record it says so (its ``len`` is 0)."""
+    return len(split) or ("unrecorded" if is_stream(split) else 0)
 
 
 def _device_name(device: torch.device) -> str:
