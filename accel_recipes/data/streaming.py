@@ -249,11 +249,6 @@ def _pieces(dataset: datasets.IterableDataset) -> list[datasets.IterableDataset]
 def build_stream_data(data: DataArguments, seed: int, cache_dir: str | None = None) -> DataBundle:
     """``build_data`` for ``streaming: true``: the splits as ``StreamSplit``s, nothing read whole."""
     name = data.dataset_name
-    if not hasattr(datasets.IterableDataset, "shard"):  # added in datasets 3.1; the floor is 3.0
-        raise ConfigError(
-            f"streaming needs datasets 3.1 or newer (IterableDataset.shard), this is datasets {datasets.__version__}; "
-            "run pip install 'datasets>=3.1', or pass --streaming false"
-        )
     if data.data_pipeline in ("resident", "synthetic"):
         raise ConfigError(
             f"data_pipeline {data.data_pipeline} holds the whole split in memory, which a stream never is; with "

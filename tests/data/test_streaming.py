@@ -30,8 +30,6 @@ from accel_recipes.data.streaming import StreamSplit, build_stream_data, open_st
 from accel_recipes.data.transforms import make_transform
 from accel_recipes.errors import ConfigError, DataError
 
-# streaming needs IterableDataset.shard (datasets 3.1); the floors' datasets 3.0 is refused with a one-line error
-pytestmark = pytest.mark.skipif(not hasattr(datasets.IterableDataset, "shard"), reason="datasets < 3.1")
 START = StreamPosition()  # an epoch's beginning
 SHARDS = {"train": [30, 22, 17, 9], "validation": [7, 5, 3]}  # uneven on purpose
 
@@ -333,9 +331,3 @@ def test_a_resumed_loader_opens_the_stream_at_the_window_its_checkpoint_saved():
         assert len(list(resumed.skip_first_batches(batch))) == 1
         assert opened[-1] == (epoch, batch, expected)
         assert resumed.next_window == {"epoch": epoch, "batch": batch + 1, **window, "position": 136}
-
-
-def test_a_datasets_without_iterable_shards_is_refused_with_the_version_to_install(shards, monkeypatch):
-    monkeypatch.delattr(datasets.IterableDataset, "shard")
-    with pytest.raises(ConfigError, match=r"streaming needs datasets 3.1 or newer .* pip install 'datasets>=3.1'"):
-        build_stream_data(DataArguments(dataset_name=str(shards), streaming=True), seed=0)
