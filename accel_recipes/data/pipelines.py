@@ -26,6 +26,7 @@ from .bundle import DataBundle
 from .loaders import make_dataloader
 from .policies import Policy
 from .resident import ResidentLoader, choose_pipeline, decode_split
+from .size_schedule import check_sizes
 from .synthetic import SyntheticLoader, first_batch
 from .transforms import ImageTransform
 
@@ -72,6 +73,7 @@ class LoaderFactory:
         self.augment = resolve(
             data_args, model_input.size, model_input.interpolation, model_input.pretrained, data.native_size
         )
+        check_sizes(self.augment)
 
     def build(self) -> Loaders:
         data = self.data
