@@ -38,9 +38,10 @@ def check_model_sizes(model: torch.nn.Module, augment: Augmentation, name: str) 
                 except Exception as error:  # whatever the library raises for a size it cannot take
                     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                     raise ConfigError(
-                        f"{name} cannot take {size} px inputs ({reason}): its input size is fixed at "
-                        f"{augment.input_size} px (a ViT's position embeddings); set train_img_sizes and "
-                        "eval_image_size to sizes it takes, or leave them unset"
+                        f"{name} cannot take {size} px inputs ({reason}); a model whose position embeddings are "
+                        f"fixed, as a ViT's, takes only its input size ({augment.input_size} px here) unless timm "
+                        "builds it with dynamic_img_size; set train_img_sizes and eval_image_size to sizes it "
+                        "takes, or leave them unset"
                     ) from None
     finally:
         model.train(was_training)
