@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow
 PHASES = [(8, 2), (12, 1), (16, 1)]  # (size, updates): equal thirds of 4 updates, the last at the input size
 
 
-def schedule_args(dataset: Path, output_dir: Path, pipeline: str, *extra: str) -> list[str]:
+def schedule_args(dataset: Path, output_dir: Path, pipeline: str, *extra: str, model: str = "test_resnet") -> list[str]:
     return [
         "--dataset_name", dataset,
         "--output_dir", output_dir,
-        "--model_name_or_path", "test_resnet",
+        "--model_name_or_path", model,
         "--data_pipeline", pipeline,
         "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "8",
@@ -36,12 +36,19 @@ def schedule_args(dataset: Path, output_dir: Path, pipeline: str, *extra: str) -
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("pipeline", ["stream", "resident"])
+@pytest.mark.parametrize(
+    ("pipeline", "model"),
+    [
+        ("stream", "test_resnet"),  # small-image stem: the card loads it with transformers (the folder's custom code)
+        ("stream", "test_efficientnet"),  # a standard timm model: the card loads it with timm.create_model
+        ("resident", "test_resnet"),
+    ],
+)
 def test_phases_are_logged_and_the_folder_scores_at_the_eval_size_what_the_run_reported(
-    image_folder, tmp_path, pipeline
+    image_folder, tmp_path, pipeline, model
 ):
     output_dir = tmp_path / "run"
-    finished = train_ok(schedule_args(image_folder, output_dir, pipeline))
+    finished = train_ok(schedule_args(image_folder, output_dir, pipeline, model=model))
     assert "resolution phase 1/3: 8 px, updates 1-2" in finished.stdout
     assert "resolution phase 3/3: 16 px, updates 4-4" in finished.stdout
     results = assert_complete_run(output_dir)
@@ -61,7 +68,8 @@ def test_phases_are_logged_and_the_folder_scores_at_the_eval_size_what_the_run_r
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
     if pipeline == "stream":  # the same PIL resize to 24 px as the run's test loader: the same score
         assert accuracy == results["test_accuracy"]
-        _, outside = top1_outside(folder / "README.md", folder, test_images, tmp_path)  # the card's own loader
+        snippet, outside = top1_outside(folder / "README.md", folder, test_images, tmp_path)  # the card's loader
+        assert ("timm.create_model" in snippet) == (model == "test_efficientnet")
         assert outside == predicted
     else:  # the resident test split is resized on the device (float, not rounded to uint8): close, not bitwise
         assert abs(accuracy - results["test_accuracy"]) <= 1 / len(truth)
