@@ -61,7 +61,8 @@ def test_phases_are_logged_and_the_folder_scores_at_the_eval_size_what_the_run_r
     folder = output_dir / "model"
     config = json.loads((folder / "config.json").read_text())
     assert config["pretrained_cfg"]["input_size"] == [3, 24, 24]  # what timm's resolve_data_config reads
-    assert json.loads((folder / "preprocessor_config.json").read_text())["size"] == {"height": 24, "width": 24}
+    processor = folder / "preprocessor_config.json"  # written for the small-image stem's transformers loader
+    assert model != "test_resnet" or json.loads(processor.read_text())["size"] == {"height": 24, "width": 24}
     test_images = sorted((image_folder / "test").rglob("*.png"))
     truth = [image.parent.name for image in test_images]
     predicted = top1_of_predict_in_process(folder, test_images)
