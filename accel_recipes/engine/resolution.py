@@ -2,9 +2,10 @@
 (``data.size_schedule``), the size and throughput of each progressive phase in the log and ``metrics.jsonl``, and
 the check, before training, that the model takes every size the run will feed it.
 
-With ``torch_compile`` the compiled forward meets a new input shape at each phase: torch recompiles once, then
-marks the size dimensions dynamic itself (its automatic dynamic shapes), so a schedule costs one or two
-recompiles, not one per size; the phases' throughputs include them.
+With ``torch_compile`` the recompiles are accepted (no ``mark_dynamic``): the compiled forward meets a new input
+shape at a phase's start, torch recompiles, and its automatic dynamic shapes let later sizes reuse the dynamic graph
+where its guards allow (README.md, "Resolution schedule and evaluation size", has the measured count); the phases'
+throughputs include the compilation.
 """
 
 from __future__ import annotations
