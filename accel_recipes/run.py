@@ -7,6 +7,7 @@ folder -> card -> push (optional)
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -25,6 +26,7 @@ from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config
 from accel_recipes.data import ModelInput, build_data, build_loaders
 from accel_recipes.engine import RunResult, create_accelerator, fit
 from accel_recipes.engine.out_of_memory import is_out_of_memory
+from accel_recipes.engine.resolution import check_model_sizes
 from accel_recipes.errors import ConfigError, OutOfMemoryOnAnotherProcess, TrainingError, run_entry_point
 from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
@@ -104,6 +106,7 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
             try:
                 model_input = ModelInput(spec.input_size, spec.interpolation, spec.pretrained)
                 loaders = build_loaders(data, args.data, training, model_input, accelerator, args.model.cache_dir)
+                check_model_sizes(spec.model, loaders.augment, spec.name)
                 if not started:
                     if checkpoint is not None:  # a checkpoint this run cannot carry on from: before any write
                         require_same_classes(checkpoint, data.num_classes, data.name)
@@ -127,7 +130,9 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
             write_json_atomic(output_dir / RESULTS_FILE, result.metrics)
             plot_learning_curves(output_dir / "metrics.jsonl", output_dir / "learning_curves.png")
             model = accelerator.unwrap_model(result.model)
-            save_model_folder(spec, model, output_dir / "model", data.label_names, state_dict=weights)
+            # the folder's preprocessing is evaluation's: eval_image_size when set (the run's test metrics are at it)
+            exported = replace(spec, input_size=loaders.augment.eval_input_size)
+            save_model_folder(exported, model, output_dir / "model", data.label_names, state_dict=weights)
             write_model_card(output_dir)
     _print_summary(accelerator, result)
     accelerator.end_training()  # closes the TensorBoard event files before they are pushed
@@ -187,7 +192,10 @@ def _halve_batch_or_raise(args: RecipeArguments, accelerator: Accelerator, error
 
 def _tracker_config(args: RecipeArguments) -> dict:
     """Trackers accept scalars only."""
-    return {key: ("None" if value is None else value) for key, value in args.to_dict().items()}
+    return {
+        key: ("None" if value is None else str(value) if isinstance(value, list) else value)
+        for key, value in args.to_dict().items()
+    }
 
 
 def _print_summary(accelerator: Accelerator, result: RunResult) -> None:

@@ -123,6 +123,29 @@ class DataArguments:
     )
     rand_augment_num_ops: int = field(default=2, metadata=_help("rand_augment only: ops applied to each image"))
     crop_padding: int = field(default=4, metadata=_help("reflect padding of the crop_flip augmentation"))
+    train_img_sizes: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "resolution schedule (timm's --train-img-sizes): square sizes, smallest first, ending at the model's "
+            "input size; whole batches are resized on the device to the size of their update. Unset: every update "
+            "at the input size"
+        ),
+    )
+    train_size_schedule: Literal["progressive", "constant"] = field(
+        default="progressive",
+        metadata=_help(
+            "with train_img_sizes: progressive trains the updates in equal phases, one per size, smallest first "
+            "(the run ends at the input size); constant draws each update's size uniformly from the list, seeded "
+            "by (seed, update)"
+        ),
+    )
+    eval_image_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "size of validation, test, predict and the exported folder's preprocessing (FixRes: train smaller, "
+            "evaluate larger); unset: the training input size"
+        ),
+    )
     data_pipeline: Literal["stream", "resident", "auto", "synthetic"] = field(
         default="stream",
         metadata=_help(

@@ -14,7 +14,15 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from accel_recipes.config.arguments import _SECTION_TITLES, _TYPE_HINTS, FIELDS, GROUP_OF, GROUPS, RecipeArguments
+from accel_recipes.config.arguments import (
+    _SECTION_TITLES,
+    _TYPE_HINTS,
+    FIELDS,
+    GROUP_OF,
+    GROUPS,
+    DataArguments,
+    RecipeArguments,
+)
 from accel_recipes.errors import ConfigError
 from accel_recipes.io import write_text_atomic
 
@@ -38,6 +46,15 @@ def _coerce_bool(name: str, value: Any) -> bool:
     raise ConfigError(f"'{name}' must be true or false, got {value!r}")
 
 
+def coerce_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"'{name}' must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+
+
 def coerce(name: str, value: Any) -> Any:
     """Turn a YAML or command-line value into the field's type, or raise a ConfigError naming the key."""
     hint = _TYPE_HINTS[name]
@@ -56,12 +73,7 @@ def coerce(name: str, value: Any) -> Any:
     if hint is bool:
         return _coerce_bool(name, value)
     if hint is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+        return coerce_int(name, value)
     if hint is float:
         if isinstance(value, bool):
             raise ConfigError(f"'{name}' must be a number, got {value!r}")
@@ -72,11 +84,21 @@ def coerce(name: str, value: Any) -> Any:
         if not math.isfinite(number):
             raise ConfigError(f"'{name}' must be a finite number, got {value!r}")
         return number
+    if get_origin(hint) is list and get_args(hint) == (int,):
+        return _coerce_int_list(name, value)
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
         return str(value)
     raise TypeError(f"field {name} has an unsupported type {hint}")  # a bug in this module, not user input
+
+
+def _coerce_int_list(name: str, value: Any) -> list[int]:
+    """A YAML list of integers, or a command-line string of them separated by commas or spaces (``32,48,64``)."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"'{name}' must be a non-empty list of integers (e.g. 24,28,32), got {value!r}")
+    return [coerce_int(name, item) for item in items]
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -205,6 +227,7 @@ def _validate_regularization(args: RecipeArguments) -> None:
             f"'metric_for_best_model: {training.metric_for_best_model}' needs the EMA weights: pass "
             "--model_ema true, or choose accuracy, f1 or loss"
         )
+    _validate_sizes(data)
     if not 0 <= data.rand_augment_magnitude <= 30:
         raise ConfigError(f"'rand_augment_magnitude' must be in [0, 30], got {data.rand_augment_magnitude}")
     if data.rand_augment_num_ops < 1:
@@ -238,6 +261,23 @@ def _validate_stopping(args: RecipeArguments) -> None:
         )
     if training.early_stopping_threshold < 0:
         raise ConfigError(f"'early_stopping_threshold' must be 0 or more, got {training.early_stopping_threshold}")
+
+
+def _validate_sizes(data: DataArguments) -> None:
+    """The resolution schedule and the evaluation size, as far as they are known without the model (whose input
+    size the schedule must end at is checked when the loaders are built)."""
+    if data.eval_image_size is not None and data.eval_image_size < 1:
+        raise ConfigError(f"'eval_image_size' must be a positive number of pixels, got {data.eval_image_size}")
+    sizes = data.train_img_sizes
+    if sizes is None:
+        return
+    if any(size < 1 for size in sizes) or sorted(set(sizes)) != list(sizes):
+        raise ConfigError(
+            f"'train_img_sizes' must be distinct positive sizes, smallest first, ending at the model's input size; "
+            f"got {sizes}"
+        )
+    if data.data_pipeline == "synthetic":
+        raise ConfigError("'train_img_sizes' does nothing with 'data_pipeline: synthetic'; unset one of them")
 
 
 def parse_args(argv: list[str] | None = None) -> RecipeArguments:

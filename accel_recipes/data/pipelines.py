@@ -21,13 +21,15 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..config import DataArguments, TrainingArguments
+from .augmentation import Augmentation, resolve
 from .bundle import DataBundle
 from .loaders import make_dataloader
-from .policies import Policy, policy_of
+from .policies import Policy
 from .resident import ResidentLoader, choose_pipeline, decode_split
+from .size_schedule import check_sizes
 from .stream_loader import is_stream
 from .synthetic import SyntheticLoader, first_batch
-from .transforms import make_transform, resolve_augmentation
+from .transforms import ImageTransform
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Loaders:
     pipeline: str  # stream, resident or synthetic (auto made concrete)
     augmentation: str  # crop_flip, resized_crop or none (auto made concrete)
     policy: Policy | None = None  # trivial_augment / rand_augment after the crop, on the training loader
+    augment: Augmentation | None = None  # everything the loaders were built with
 
 
 class LoaderFactory:
@@ -68,10 +71,10 @@ class LoaderFactory:
     ) -> None:
         self.data, self.data_args, self.training = data, data_args, training
         self.model_input, self.accelerator, self.cache_dir = model_input, accelerator, cache_dir
-        self.augmentation = resolve_augmentation(data_args, model_input.pretrained, model_input.size, data.native_size)
-        self.policy = policy_of(
-            data_args.augmentation, data_args.rand_augment_magnitude, data_args.rand_augment_num_ops
+        self.augment = resolve(
+            data_args, model_input.size, model_input.interpolation, model_input.pretrained, data.native_size
         )
+        check_sizes(self.augment)
 
     def build(self) -> Loaders:
         data = self.data
@@ -80,7 +83,8 @@ class LoaderFactory:
 
             test = stream_loader(self, data.test, train=False) if data.test is not None else None
             train, validation = stream_loader(self, data.train, train=True), stream_loader(self, data.validation, False)
-            return Loaders(train, validation, test, "stream", self.augmentation, self.policy)
+            augment = self.augment
+            return Loaders(train, validation, test, "stream", augment.augmentation, augment.policy, augment)
         pipeline = choose_pipeline(self.data_args, data.train, data.native_size)
         if pipeline == "stream":
             train = self.stream(data.train, train=True)
@@ -90,7 +94,8 @@ class LoaderFactory:
             train = self.synthetic() if pipeline == "synthetic" else self.resident(data.train, train=True)
             validation = self.resident(data.validation, train=False)
             test = self.resident(data.test, train=False) if data.test is not None else None
-        return Loaders(train, validation, test, pipeline, self.augmentation, self.policy)
+        augment = self.augment
+        return Loaders(train, validation, test, pipeline, augment.augmentation, augment.policy, augment)
 
     def _batch_size(self, train: bool) -> int:
         return self.training.per_device_train_batch_size if train else self.training.per_device_eval_batch_size
@@ -98,21 +103,12 @@ class LoaderFactory:
     def stream(self, split: datasets.Dataset, train: bool, num_workers: int | None = None) -> DataLoader:
         """``split`` through a DataLoader of per-sample transforms (augmented and shuffled when ``train``), prepared
         by Accelerate; ``num_workers`` overrides ``dataloader_num_workers`` (the benchmarks compare counts)."""
-        model_input, training = self.model_input, self.training
+        training = self.training
         if num_workers is not None:
             training = replace(training, dataloader_num_workers=num_workers)
-        transform = make_transform(
-            train,
-            self.augmentation,
-            model_input.size,
-            self.data.native_size,
-            self.data_args.crop_padding,
-            model_input.interpolation,
-            self.policy if train else None,
-        )
         loader = make_dataloader(
             split,
-            transform,
+            ImageTransform(train, self.augment),
             self._batch_size(train),
             shuffle=train,
             training=training,
@@ -137,11 +133,7 @@ class LoaderFactory:
             drop_last=train,
             device=accelerator.device,
             seed=self.training.seed,
-            augmentation=self.augmentation,
-            input_size=self.model_input.size,
-            crop_padding=self.data_args.crop_padding,
-            interpolation=self.model_input.interpolation,
-            policy=self.policy if train else None,
+            augment=self.augment,
             process_index=accelerator.process_index,
             num_processes=accelerator.num_processes,
         )

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -27,11 +28,11 @@ from accel_recipes.errors import DataError
 
 from ..config import DataArguments
 from ..io import atomic_file
+from .augmentation import Augmentation
 from .batch_augment import crop_flip, draw_crop_flip, draw_resized_crop_boxes, resize, resized_crop
 from .loaders import decode_image
-from .policies import Policy
 from .splits import labels_of
-from .transforms import AUGMENTATIONS, to_rgb
+from .transforms import to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +261,10 @@ class ResidentLoader(DeviceLoader):
     Evaluation: no augmentation; contiguous shards padded to ``ceil(N / num_processes)`` with label -1, so every
     process yields batches of the same sizes and gathered metrics count each sample once after dropping labels < 0.
 
-    Images come out uint8 when no resizing happened, else float32 in 0..255.
+    Images come out uint8 when no resizing happened, else float32 in 0..255. How they are augmented and resized is
+    ``augment`` (the run's ``Augmentation``: training batches at its ``input_size``, evaluation ones at its
+    ``eval_input_size``); without one, the keywords are its fields (``augmentation="none"`` and the images' own
+    size by default).
     """
 
     def __init__(
@@ -273,24 +277,25 @@ class ResidentLoader(DeviceLoader):
         device: torch.device | str | None = None,
         drop_last: bool = False,
         seed: int = 0,
-        augmentation: str = "none",
-        input_size: int | None = None,
-        crop_padding: int = 4,
-        interpolation: str = "bilinear",
-        policy: Policy | None = None,
+        augment: Augmentation | None = None,
         process_index: int = 0,
         num_processes: int = 1,
+        **augment_fields: Any,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels) or len(images) == 0:
             raise DataError(
                 f"resident images must be a non-empty uint8 (N, C, H, W) tensor with one label each, got "
                 f"{images.dtype} {tuple(images.shape)} and {len(labels)} labels"
             )
-        if augmentation not in AUGMENTATIONS:
-            raise DataError(f"augmentation must be one of {list(AUGMENTATIONS)}, got {augmentation!r}")
+        if augment is None:
+            fields = {"augmentation": "none", **augment_fields}
+            fields["input_size"] = fields.get("input_size") or images.shape[-1]
+            augment = Augmentation(**fields)
+        elif augment_fields:
+            raise TypeError(f"pass either augment or its fields, not both: {sorted(augment_fields)}")
         side = min(images.shape[-2:])
-        if not 0 <= crop_padding < side:
-            raise DataError(f"crop_padding must be in [0, {side}) for {side} px images, got {crop_padding}")
+        if not 0 <= augment.crop_padding < side:
+            raise DataError(f"crop_padding must be in [0, {side}) for {side} px images, got {augment.crop_padding}")
         if batch_size < 1 or not 0 <= process_index < num_processes:
             raise DataError(
                 f"need batch_size >= 1 and 0 <= process_index < num_processes, got {batch_size}, {process_index}, "
@@ -300,9 +305,8 @@ class ResidentLoader(DeviceLoader):
         self.images = _to_device(images.contiguous(), self.device)
         self.labels = _to_device(labels.to(torch.int64), self.device)
         self.batch_size, self.train, self.drop_last, self.seed = batch_size, train, drop_last, seed
-        self.augmentation, self.crop_padding, self.interpolation = augmentation, crop_padding, interpolation
-        self.input_size = input_size or images.shape[-1]
-        self.policy = policy
+        self.augment = augment
+        self.input_size = augment.size(train)
         self.process_index, self.num_processes = process_index, num_processes
         self.generator = torch.Generator(device=self.device)
 
@@ -337,23 +341,25 @@ class ResidentLoader(DeviceLoader):
         images = self.images.view(len(self.images), -1).index_select(0, safe).view(-1, *self.images.shape[1:])
         labels = torch.where(valid, self.labels[safe], -1)
         native = images.shape[-1] == self.input_size and images.shape[-2] == self.input_size
-        if not self.train or self.augmentation == "none":
-            return (images if native else resize(images, self.input_size, self.interpolation)), labels
+        augment = self.augment
+        if not self.train or augment.augmentation == "none":
+            return (images if native else resize(images, self.input_size, augment.interpolation)), labels
         self.generator.manual_seed(_seed(self.seed, epoch, self.process_index, batch))
         images = self._crop(images, native)
-        if self.policy is not None:  # per image, after the crop and flip, as on the stream path
-            images = self.policy.apply_batch(images, self.generator)
+        if augment.policy is not None:  # per image, after the crop and flip, as on the stream path
+            images = augment.policy.apply_batch(images, self.generator)
         return images, labels
 
     def _crop(self, images: torch.Tensor, native: bool) -> torch.Tensor:
-        if self.augmentation == "resized_crop":
+        augment = self.augment
+        if augment.augmentation == "resized_crop":
             boxes = draw_resized_crop_boxes(len(images), images.shape[-2], images.shape[-1], self.generator)
             flip = torch.rand(len(images), generator=self.generator, device=self.device) < 0.5
-            return resized_crop(images, boxes, flip, self.input_size, self.interpolation)
+            return resized_crop(images, boxes, flip, self.input_size, augment.interpolation)
         if not native:  # as the stream path: resize to the input size, then crop with padding there
-            images = resize(images, self.input_size, self.interpolation)
-        top, left, flip = draw_crop_flip(len(images), self.crop_padding, self.generator)
-        return crop_flip(images, top, left, flip, self.crop_padding)
+            images = resize(images, self.input_size, augment.interpolation)
+        top, left, flip = draw_crop_flip(len(images), augment.crop_padding, self.generator)
+        return crop_flip(images, top, left, flip, augment.crop_padding)
 
     def _epoch(self, epoch: int) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(epoch)

@@ -27,7 +27,7 @@ from .columns import find_image_column, find_label_column, label_names, require_
 from .sources import IMAGE_EXTENSIONS, _has_images, _load_hub, _looks_like_path, _parquet_splits, load_source
 from .splits import pick_splits
 from .stream_loader import HoldOut, StreamBatches, StreamLoader, rows
-from .transforms import make_transform
+from .transforms import ImageTransform
 
 logger = logging.getLogger(__name__)
 
@@ -326,18 +326,10 @@ def stream_loader(factory: Any, split: StreamSplit, train: bool) -> StreamLoader
     """The ``StreamLoader`` of ``split`` for ``factory``'s model, arguments and Accelerator (a ``LoaderFactory``);
     the training one is registered for checkpointing, so a checkpoint holds where its next batch starts."""
     accelerator, training, data_args = factory.accelerator, factory.training, factory.data_args
-    size, count, rank = factory.model_input.size, accelerator.num_processes, accelerator.process_index
+    count, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training.per_device_train_batch_size if train else training.per_device_eval_batch_size
     pieces, keys = split.for_process(rank, count)
-    transform = make_transform(
-        train,
-        factory.augmentation,
-        size,
-        factory.data.native_size,
-        data_args.crop_padding,
-        factory.model_input.interpolation,
-        factory.policy if train else None,
-    )
+    transform = ImageTransform(train, factory.augment)  # the run's one augmentation value
     batches = None
     if train:
         if split.num_examples:
@@ -381,7 +373,7 @@ def stream_loader(factory: Any, split: StreamSplit, train: bool) -> StreamLoader
         accelerator.device,
         training.dataloader_num_workers,
         training.dataloader_pin_memory and accelerator.device.type != "cpu",
-        size,
+        transform.size,  # eval_image_size for evaluation
         any_process_has_more=any_process_has_more if count > 1 else None,
         gather_positions=gather_positions if count > 1 else None,
         process_index=rank,

@@ -18,30 +18,11 @@ from PIL import Image
 
 from accel_recipes.errors import DataError
 
-from ..config import DataArguments
-from .policies import POLICIES, Policy
+from .augmentation import INTERPOLATIONS, Augmentation
+from .policies import Policy
 
-AUGMENTATIONS = ("crop_flip", "resized_crop", "none")
 RESIZED_CROP_SCALE = (0.35, 1.0)
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-def resolve_augmentation(data: DataArguments, pretrained: bool, input_size: int, native_size: int) -> str:
-    """``data.augmentation``'s crop, with ``auto`` made concrete: crop_flip when training from scratch at the images'
-    native size (the CIFAR recipe), else resized_crop (pretrained backbones, or images resized to the input). A
-    policy (trivial_augment, rand_augment) comes after auto's crop (``Policy``)."""
-    choice = data.augmentation
-    if choice == "auto" or choice in POLICIES:
-        return "crop_flip" if input_size == native_size and not pretrained else "resized_crop"
-    if choice not in AUGMENTATIONS:
-        raise DataError(f"augmentation must be one of {['auto', *AUGMENTATIONS, *POLICIES]}, got {choice!r}")
-    return choice
 
 
 # full scale of the high-bit-depth modes PIL opens (16-bit PNG / TIFF: I;16*; 32-bit integer: I; float: F)
@@ -140,51 +121,53 @@ def _to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageTransform:
-    """The transform ``make_transform`` builds; a plain picklable object so loader workers can use it."""
+    """PIL image -> uint8 tensor (3, size, size), RGB, as ``augment`` says for a training (``train``) or an
+    evaluation image; a plain picklable object so loader workers can use it."""
 
     train: bool
-    augmentation: str
-    input_size: int
-    native_size: int
-    crop_padding: int = 4
-    interpolation: str = "bilinear"
-    policy: Policy | None = None
+    augment: Augmentation
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """``generator`` drives the random augmentation (torch's global one when None)."""
         image = to_rgb(image)
-        if self.train and self.augmentation == "resized_crop":
+        crop = self.augment.augmentation
+        if self.train and crop == "resized_crop":
             return self._policy(_flip(self._resized_crop(image, generator), generator), generator)
         image = self._resize(image)
-        if self.train and self.augmentation == "crop_flip":
+        if self.train and crop == "crop_flip":
             array = np.ascontiguousarray(self._crop_flip(np.asarray(image), generator))
-            return self._policy(array if self.policy is None else Image.fromarray(array), generator)
+            return self._policy(array if self.augment.policy is None else Image.fromarray(array), generator)
         return self._policy(image, generator) if self.train else _to_tensor(image)
 
+    @property
+    def size(self) -> int:
+        return self.augment.size(self.train)
+
     def _policy(self, image: Image.Image | np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
-        if self.policy is not None and isinstance(image, Image.Image):
-            image = self.policy.apply(image, generator)
+        policy = self.augment.policy
+        if policy is not None and isinstance(image, Image.Image):
+            image = policy.apply(image, generator)
         return _to_tensor(image)
 
     def _resize(self, image: Image.Image) -> Image.Image:
         # Non-square images are stretched to a square; image-classification sets are (nearly) square.
-        size = (self.input_size, self.input_size)
-        return image if image.size == size else image.resize(size, INTERPOLATIONS[self.interpolation])
+        size = (self.size, self.size)
+        return image if image.size == size else image.resize(size, INTERPOLATIONS[self.augment.interpolation])
 
     def _resized_crop(self, image: Image.Image, generator: torch.Generator | None) -> Image.Image:
         top, left, height, width = resized_crop_box(image.height, image.width, generator)
         box = (left, top, left + width, top + height)
-        return image.resize((self.input_size, self.input_size), INTERPOLATIONS[self.interpolation], box=box)
+        return image.resize((self.size, self.size), INTERPOLATIONS[self.augment.interpolation], box=box)
 
     def _crop_flip(self, array: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
         # Random crop of the reflect-padded image (the standard CIFAR augmentation), then a random horizontal flip.
-        pad = self.crop_padding
+        pad = self.augment.crop_padding
         if pad > 0:
             array = np.pad(array, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
         top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-        array = array[top : top + self.input_size, left : left + self.input_size]
+        array = array[top : top + self.size, left : left + self.size]
         return array[:, ::-1] if _coin(generator) else array
 
 
@@ -197,7 +180,8 @@ def make_transform(
     interpolation: str = "bilinear",
     policy: Policy | None = None,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """A picklable callable: PIL image -> uint8 tensor (3, input_size, input_size), RGB.
+    """``ImageTransform(train, Augmentation(...))`` from the ``Augmentation``'s fields, for callers that have no
+    resolved one (predict, tests). A picklable callable: PIL image -> uint8 tensor (3, input_size, input_size), RGB.
 
     - train + ``crop_flip``: resize to ``input_size`` when the image has another size, pad by ``crop_padding`` with
       reflection, crop ``input_size`` at a random offset, flip horizontally with probability 1/2.
@@ -210,12 +194,5 @@ def make_transform(
     ``native_size`` (the dataset's usual size) is kept for reference; resizing is decided per image, so
     datasets whose images vary in size still give equal-sized tensors.
     """
-    if augmentation not in AUGMENTATIONS:
-        raise DataError(f"augmentation must be one of {list(AUGMENTATIONS)}, got {augmentation!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise DataError(f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}")
-    if input_size < 1:
-        raise DataError(f"input size must be a positive number of pixels, got {input_size}")
-    if crop_padding < 0:
-        raise DataError(f"crop_padding must be 0 or more, got {crop_padding}")
-    return ImageTransform(train, augmentation, input_size, native_size, crop_padding, interpolation, policy)
+    augment = Augmentation(augmentation, input_size, native_size, crop_padding, interpolation, policy)
+    return ImageTransform(train, augment)

@@ -28,9 +28,11 @@ from accel_recipes.checkpoints import (
 )
 from accel_recipes.config import TrainingArguments
 from accel_recipes.data import DataBundle, DeviceLoader, Loaders
+from accel_recipes.data.size_schedule import SizeSchedule
 from accel_recipes.data.stream_loader import is_stream
 from accel_recipes.engine.ema import copy_ema_into
 from accel_recipes.engine.monitor import UpdateMonitor, peak_memory_mb
+from accel_recipes.engine.resolution import ResolutionPhases
 from accel_recipes.engine.step import TrainingStep
 from accel_recipes.engine.stopping import EarlyStopping
 from accel_recipes.errors import Preempted, TrainingError
@@ -78,6 +80,8 @@ class Trainer:
         )
         self.monitor = UpdateMonitor(training, self.plan, accelerator, self.state, self.checkpoint_dir)
         self.early_stopping = EarlyStopping(training)
+        schedule = SizeSchedule.of(loaders.augment, self.plan.total_updates, training.seed)
+        self.resolution = ResolutionPhases(schedule, self.monitor, self.metrics_log, accelerator) if schedule else None
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -104,6 +108,8 @@ class Trainer:
                 if training.save_strategy == "epoch":
                     self.save()
         progress.close()
+        if self.resolution:
+            self.resolution.report(self.state)  # the last phase
         self.monitor.check_finite()
         return self._finish()
 
@@ -122,6 +128,8 @@ class Trainer:
         batches, micro_index = iter(loader), start - 1
         while (batch := monitor.next_batch(batches)) is not None:
             images, labels = batch
+            if self.resolution:  # every micro-batch of an update at that update's size
+                images = self.resolution(images, state)
             micro_index += 1
             window_loss += step.micro_batch(images, labels, micro_index, epoch)
             state.train_samples += images.shape[0] * accelerator.num_processes

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +161,17 @@ def expected(tmp_path_factory, hf_folders) -> Path:
         "transformers resnet": (hf_folders["resnet"], {"small_image_stem": "false"}),
         "transformers resnet, small stem": (hf_folders["resnet"], {}),
         "transformers vit": (hf_folders["vit"], {}),
+        # trained at one size, evaluated and exported at another (eval_image_size: run.py exports at it)
+        "timm resnet, eval size": ("test_resnet", {"small_image_stem": "false"}),
+        "transformers resnet, eval size": (hf_folders["resnet"], {"small_image_stem": "false"}),
     }
     cases = {}
     for index, (name, (model_name, fields)) in enumerate(kinds.items()):
         spec = tiny_models.build(model_name, labels=LABELS, **fields)
         assert spec.small_image_stem == ("small stem" in name), name
-        folder = save_model_folder(spec, perturbed(spec.model, spec.input_size), root / f"model{index}", LABELS)
+        model = perturbed(spec.model, spec.input_size)
+        exported = replace(spec, input_size=spec.input_size + 8) if "eval size" in name else spec
+        folder = save_model_folder(exported, model, root / f"model{index}", LABELS)
         repo_id = f"readers/model{index}"
         shutil.copytree(folder, tiny_models.fake_hub_cache(root / "hub", repo_id), dirs_exist_ok=True)
         predictor = Predictor(folder, device="cpu")
