@@ -176,3 +176,11 @@ def test_help_lists_the_flags_under_their_group():
     model, data, training, hub = (text.index(f"{title} arguments") for title in ("Model", "Data", "Training", "Hub"))
     assert model < text.index("--model_name_or_path") < data < text.index("--dataset_name") < training
     assert training < text.index("--learning_rate") < hub < text.index("--push_to_hub")
+
+
+def test_label_names_from_a_yaml_list_or_a_comma_separated_string():
+    assert make_args({"label_names": ["cat", "dog"]}).data.label_names == ["cat", "dog"]
+    assert make_args({"label_names": "cat, dog,bird"}).data.label_names == ["cat", "dog", "bird"]
+    for value in ["cat,,dog", [], [["cat"]]]:
+        with pytest.raises(ConfigError, match="'label_names' must be a list of"):
+            make_args({"label_names": value})

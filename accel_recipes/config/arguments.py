@@ -98,11 +98,11 @@ class DataArguments:
         default=1000,
         metadata=_help("streaming: examples shuffled together in each window of a shard (after shard order)"),
     )
-    label_names: str | None = field(
+    label_names: list[str] | None = field(
         default=None,
         metadata=_help(
-            "class names in label order, comma-separated; for a stream whose labels are plain indices or strings "
-            "(default: the ClassLabel names, or an image folder's metadata file)"
+            "class names in label order (a YAML list, or comma-separated); for a stream whose labels are plain "
+            "indices or strings (default: the ClassLabel names, or an image folder's metadata file)"
         ),
     )
     validation_split_percentage: float = field(

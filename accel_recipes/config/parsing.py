@@ -86,6 +86,8 @@ def coerce(name: str, value: Any) -> Any:
         return number
     if get_origin(hint) is list and get_args(hint) == (int,):
         return _coerce_int_list(name, value)
+    if get_origin(hint) is list and get_args(hint) == (str,):
+        return _coerce_str_list(name, value)
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
@@ -99,6 +101,17 @@ def _coerce_int_list(name: str, value: Any) -> list[int]:
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(f"'{name}' must be a non-empty list of integers (e.g. 24,28,32), got {value!r}")
     return [coerce_int(name, item) for item in items]
+
+
+def _coerce_str_list(name: str, value: Any) -> list[str]:
+    """A YAML list of strings, or a command-line string of them separated by commas (``cat,dog,bird``)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or any(isinstance(item, (dict, list)) for item in items):
+        raise ConfigError(f"'{name}' must be a list of names (e.g. cat,dog,bird), got {value!r}")
+    names = [str(item).strip() for item in items]
+    if not names or not all(names):
+        raise ConfigError(f"'{name}' must be a list of non-empty names (e.g. cat,dog,bird), got {value!r}")
+    return names
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

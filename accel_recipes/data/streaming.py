@@ -170,13 +170,13 @@ def _open_from_memory(name: str, config_name: str | None, cache_dir: str | None)
 
 
 def stream_label_names(
-    opened: OpenedStream, features: datasets.Features, column: str, given: str | None, dataset: str
+    opened: OpenedStream, features: datasets.Features, column: str, given: list[str] | None, dataset: str
 ) -> tuple[list[str], bool]:
     """The class names and whether labels are stored by name: the ``label_names`` field, else the label feature's
     ClassLabel names, else the values of an image folder's metadata file; else a DataError naming the field."""
     feature = features[column]
     if given:
-        names = [name.strip() for name in given.split(",") if name.strip()]
+        names = list(given)
         if isinstance(feature, datasets.ClassLabel) and feature.num_classes != len(names):
             raise ConfigError(
                 f"label_names gives {len(names)} classes but dataset '{dataset}' has {feature.num_classes} "

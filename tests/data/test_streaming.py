@@ -159,7 +159,7 @@ def test_webdataset_shards_take_their_class_names_from_label_names(tmp_path):
     with pytest.raises(DataError, match="does not say its class names.*--label_names") as error:
         build_stream_data(DataArguments(dataset_name=str(root), streaming=True), seed=0)
     assert "\n" not in str(error.value)
-    data = build_stream_data(DataArguments(dataset_name=str(root), streaming=True, label_names="a, b, c"), seed=0)
+    data = build_stream_data(DataArguments(dataset_name=str(root), streaming=True, label_names=["a", "b", "c"]), seed=0)
     assert data.label_names == ["a", "b", "c"] and len(data.train.pieces) == 2
     assert data.train.num_examples is None  # a tar does not record its size: max_steps is then needed
     examples = list(data.train.pieces[1])
@@ -209,7 +209,7 @@ def test_a_hub_id_is_opened_as_a_stream_up_to_the_network(monkeypatch):
         ({"data_pipeline": "resident"}, ConfigError, "data_pipeline resident .* --data_pipeline stream"),
         ({"max_train_samples": 5}, ConfigError, "max_train_samples does not apply to a stream"),
         ({"validation_split_percentage": 0, "validation_split_name": None}, DataError, "validation_split_percentage"),
-        ({"label_names": "a,b"}, ConfigError, "label_names gives 2 classes"),
+        ({"label_names": ["a", "b"]}, ConfigError, "label_names gives 2 classes"),
         ({"dataset_name": "./nowhere"}, DataError, "dataset path './nowhere' does not exist"),
     ],
 )
