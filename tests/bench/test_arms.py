@@ -101,3 +101,12 @@ def test_time_to_accuracy_methods_are_arms():
     assert arms["fast"]["aa_layer"] == "blur" and arms["fast"]["model_ema"] is True
     for overrides in arms.values():  # each arm is a valid recipe
         make_args(overrides)
+
+
+def test_resolution_schedules_are_arms_with_space_separated_sizes():
+    # --arms is comma-separated, so a list field's values are separated by spaces inside an arm
+    arms = arms_by_name("progressive=train_img_sizes:16 24 32,fixres=image_size:24+eval_image_size:32")
+    assert arms["progressive"] == {**arms["baseline"], "train_img_sizes": [16, 24, 32]}
+    assert arms["fixres"]["image_size"] == 24 and arms["fixres"]["eval_image_size"] == 32
+    for overrides in arms.values():
+        make_args(overrides)

@@ -15,6 +15,8 @@ DataLoader) at the recipe's effective batch size, and adds its switches in the o
   ResNet is built as timm's ``resnetblur*``) and ``early_stop`` (transformers' early stopping: 2 evaluations without
   an improvement end the run); ``ema`` above is one too. With ``--target_metric_value`` every arm stops at the target;
 - ``field:value``: any recipe field, so a new switch needs no code (``resident=data_pipeline:resident``).
+  A list field takes its items separated by spaces (``progressive=train_img_sizes:16 24 32``), as ``--arms`` is
+  comma-separated; a resolution schedule must end at the recipe's input size, so it is an arm of this kind.
 
 ``--arms baseline,ga,amp+pin,fast=all+channels_last:true`` names four arms: two built-in, a combination and a
 custom one; a custom name can be used in later combinations.
