@@ -17,12 +17,14 @@ from accel_recipes.card import write_model_card
 from accel_recipes.checkpoints import full_state_dict, require_same_ema, resolve_checkpoint
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
+from accel_recipes.elastic import check_restartable, resume_after_restart
 from accel_recipes.engine import RunResult, create_accelerator, fit
 from accel_recipes.errors import ConfigError, TrainingError, run_entry_point
 from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
+from accel_recipes.nodes import check_output_dir_layout
 from accel_recipes.reporting import plot_learning_curves
 from accel_recipes.signals import stop_with_launcher
 
@@ -72,10 +74,13 @@ def prepare_output_dir(training: TrainingArguments) -> Path:
 def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunResult:
     """Train one recipe end to end; the model folder, card, metrics and plots land in ``output_dir``."""
     training = args.training
+    check_restartable()  # before the process group: a restarted one could not connect
     accelerator = accelerator or create_accelerator(training)
+    resume_after_restart(training, accelerator.print)
     check_output_dir(training)
+    check_output_dir_layout(accelerator, training)
     # a named checkpoint that is not a whole one: an error before anything is written (skips are reported at resume)
-    checkpoint = resolve_checkpoint(training, report=lambda message: None)
+    checkpoint = resolve_checkpoint(training, report=lambda message: None, accelerator=accelerator)
     if checkpoint is not None:
         require_same_ema(checkpoint, training.model_ema)
     output_dir = Path(training.output_dir)

@@ -340,7 +340,7 @@ def fit(
     """Train ``spec.model`` on ``loaders``, resuming when ``resume_from_checkpoint`` says so; return the final
     metrics (best model, test split). ``on_checkpoint(path)`` runs on the main process after each checkpoint."""
     trainer = Trainer(training, spec, data, loaders, accelerator, on_checkpoint)
-    checkpoint = resolve_checkpoint(training, accelerator.print)
+    checkpoint = resolve_checkpoint(training, accelerator.print, accelerator)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     elif training.resume_from_checkpoint == "latest":
