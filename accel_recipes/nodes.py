@@ -37,8 +37,8 @@ def check_output_dir_layout(accelerator: Accelerator, training: TrainingArgument
     server."""
     if accelerator.num_processes == 1:
         return
-    local_mains = [index for index, is_local_main in gather_object([(accelerator.process_index,
-                   accelerator.is_local_main_process)]) if is_local_main]  # fmt: skip
+    roles = gather_object([(accelerator.process_index, accelerator.is_local_main_process)])
+    local_mains = [index for index, is_local_main in roles if is_local_main]
     if len(local_mains) == 1:
         return
     output_dir = Path(training.output_dir)
