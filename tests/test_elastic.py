@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from conftest import read_jsonl, train_ok
 from test_checkpoints import make_checkpoint
 
 from accel_recipes.config import make_args
@@ -44,3 +47,32 @@ def test_a_restarted_group_resumes_from_latest_and_says_so(monkeypatch, tmp_path
     make_checkpoint(tmp_path / "run" / "checkpoints", 6)
     resume_after_restart(training, messages.append)
     assert training.resume_from_checkpoint == "latest"
+
+
+def test_a_group_restarted_before_its_first_checkpoint_starts_over_and_logs_each_update_once(image_folder, tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    # what the dead group logged before it could save
+    stale = [json.dumps({"step": step, "loss": 9.0}) + "\n" for step in (1, 2)]
+    (output_dir / "metrics.jsonl").write_text("".join(stale))
+    args = [
+        "--dataset_name",
+        image_folder,
+        "--output_dir",
+        output_dir,
+        "--model_name_or_path",
+        "test_vit",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+    ]
+    finished = train_ok(args, env={"TORCHELASTIC_RESTART_COUNT": "1"})  # fmt: skip
+    assert "restarted by the elastic agent (TORCHELASTIC_RESTART_COUNT=1)" in finished.stdout
+    assert "yet: starting from scratch" in finished.stdout
+    losses = [record for record in read_jsonl(output_dir / "metrics.jsonl") if "loss" in record]
+    assert [record["step"] for record in losses] == [1, 2] and all(record["loss"] != 9.0 for record in losses)

@@ -345,4 +345,7 @@ def fit(
         trainer.resume(checkpoint)
     elif training.resume_from_checkpoint == "latest":
         accelerator.print(f"no checkpoint in {Path(training.output_dir) / 'checkpoints'} yet: starting from scratch")
+        # a requeued or restarted run that never saved: what the stopped attempt logged is logged again
+        if accelerator.is_main_process and trainer.metrics_log.path.is_file():
+            truncate_metrics(trainer.metrics_log.path, after_step=0)
     return trainer.fit()
