@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -130,14 +131,24 @@ def test_two_machines_survive_a_killed_node_and_end_as_one_machine(cifar4_hub, o
         assert sorted(path.name for path in folders[1].iterdir()) == ["checkpoints"]
 
 
-def test_a_shared_folder_with_save_on_each_node_is_refused_before_training(cifar4_hub, tmp_path):
-    args = run_args(cifar4_hub, tmp_path / "run", 8, "--save_on_each_node", "true")
+def test_folders_of_their_own_without_save_on_each_node_are_refused_before_training(cifar4_hub, tmp_path):
+    """The layout check needs no launcher: each trainer gets the variables torchrun gives one process per machine."""
     port = free_port()
-    nodes = [start_node(rank, port, 1, args, ROOT) for rank in range(2)]
-    outputs = [node.communicate(timeout=180)[0] for node in nodes]
-    assert all(node.returncode != 0 for node in nodes)
-    assert "leave save_on_each_node false for a shared folder" in outputs[0], outputs[0][-3000:]
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    trainers = []
+    for rank in range(2):
+        cwd = tmp_path / f"node{rank}"
+        cwd.mkdir()
+        torchrun = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
+                    "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": str(rank)}  # fmt: skip
+        env = {**launch_env(2), "OMP_NUM_THREADS": "1", **torchrun}
+        command = [sys.executable, TRAIN_SCRIPT, *run_args(cifar4_hub, "run", 8)]
+        options = {"cwd": cwd, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        trainers.append(subprocess.Popen(command, **options))
+    outputs = [trainer.communicate(timeout=180)[0] for trainer in trainers]
+    assert [trainer.returncode for trainer in trainers] == [2, 2], outputs[0][-3000:]
+    assert "error: output_dir 'run' is not one folder shared by the 2 nodes: process(es) 1 do not see" in outputs[0]
+    assert "--save_on_each_node true" in outputs[1]
+    assert not (tmp_path / "node0" / "run" / "checkpoints").exists()
 
 
 def test_an_elastic_restart_resumes_from_the_newest_checkpoint_by_itself(cifar4_hub, one_machine, tmp_path):
