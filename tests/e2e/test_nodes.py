@@ -1,7 +1,9 @@
 """Two machines on one host and elastic restarts, run as a user runs them: `accelerate launch --num_machines 2
 --machine_rank 0|1` (gloo on the CPU), with output_dir one folder both nodes see or a folder of each node's own
-(``save_on_each_node``); a node killed with kill -9 and a worker killed under `--max_restarts`. Each ends with the
-weights of the same global batch trained by two processes on one machine, bit for bit."""
+(``save_on_each_node``); a node killed with kill -9 and a worker killed under `--max_restarts`. Each ends as the same
+global batch trained by two processes on one machine: bit for bit with two processes in all, within float summation
+order with four. The launchers' output goes to pipes read at the end: about a kilobyte a machine, far below a pipe's
+buffer."""
 
 from __future__ import annotations
 
