@@ -14,12 +14,13 @@ import dataclasses
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
@@ -29,6 +30,7 @@ from torch.distributed.tensor import DTensor
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import CheckpointError, TrainingError
 from accel_recipes.io import atomic_file, replace_dir, temporary_dir_for
+from accel_recipes.nodes import writes_checkpoints
 from accel_recipes.optim import ONE_CYCLE_MIN_UPDATES
 from accel_recipes.write_failures import written_together
 
@@ -104,18 +106,23 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, 
     temporary = temporary_dir_for(final)
     previous = newest_checkpoint(directory)  # whole, and left whole whatever happens to this save
     what = f"the checkpoint '{final}'"
+    writer = writes_checkpoints(accelerator)  # the main process, or each node's with save_on_each_node
     with written_together(accelerator, what, previous, partial=temporary):
-        if accelerator.is_main_process:
+        if writer:
             shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
     with written_together(accelerator, what, previous, partial=temporary):
         accelerator.save_state(str(temporary))  # every process writes its part (its RNG states) before the rename
     with written_together(accelerator, what, previous, partial=temporary):
-        if accelerator.is_main_process:
+        if writer:
             record = {**json.loads(state.to_json()), FILES_KEY: written_files(temporary)}
             (temporary / STATE_FILE).write_text(json.dumps(record, indent=2))
             replace_dir(temporary, final)
-            rotate_checkpoints(directory, limit)
+    # every node has its new checkpoint before any node deletes an older one (written_together is collective): a
+    # node killed in between still shares a whole checkpoint with the others (latest takes the newest they all have)
+    if writer:
+        rotate_checkpoints(directory, limit)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -161,20 +168,22 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
     return None
 
 
-def resolve_checkpoint(training: TrainingArguments, report: Callable[[str], None] = print) -> Path | None:
+def resolve_checkpoint(
+    training: TrainingArguments, report: Callable[[str], None] = print, accelerator: Accelerator | None = None
+) -> Path | None:
     """``resume_from_checkpoint``: ``latest`` is the newest whole checkpoint in output_dir (None when there is none
     yet, so a requeued job that never saved starts fresh); a damaged newer one is skipped, with ``report`` naming
-    it, and left on disk. Anything else must be a whole checkpoint folder."""
+    it, and left on disk. Anything else must be a whole checkpoint folder. Given the ``accelerator`` of several
+    processes, collective: ``latest`` is the newest checkpoint that is whole for every process (with a folder per
+    node, a node killed during a save may lack the newest one that the others have)."""
     value = training.resume_from_checkpoint
     if value is None:
         return None
     if value == "latest":
-        for checkpoint in reversed(list_checkpoints(Path(training.output_dir) / "checkpoints")):
-            damage = checkpoint_damage(checkpoint)
-            if damage is None:
-                return checkpoint
-            report(f"skipping the damaged checkpoint '{checkpoint}': {damage} (left on disk)")
-        return None
+        checkpoints = reversed(list_checkpoints(Path(training.output_dir) / "checkpoints"))
+        if accelerator is None or accelerator.num_processes == 1:
+            return next(_whole(checkpoints, report), None)
+        return _newest_whole_everywhere(accelerator, list(_whole(checkpoints, report)), report)
     path = Path(value)
     if not (path / STATE_FILE).is_file():
         raise TrainingError(
@@ -188,6 +197,30 @@ def resolve_checkpoint(training: TrainingArguments, report: Callable[[str], None
             "folder, or 'latest' to use the newest whole one"
         )
     return path
+
+
+def _whole(checkpoints: Iterable[Path], report: Callable[[str], None]) -> Iterator[Path]:
+    """The whole ones of ``checkpoints``, in their order; ``report`` names each damaged one."""
+    for checkpoint in checkpoints:
+        damage = checkpoint_damage(checkpoint)
+        if damage is None:
+            yield checkpoint
+        else:
+            report(f"skipping the damaged checkpoint '{checkpoint}': {damage} (left on disk)")
+
+
+def _newest_whole_everywhere(accelerator: Accelerator, whole: list[Path], report: Callable[[str], None]) -> Path | None:
+    """The first of ``whole`` (newest first) whose update every process also has whole. Collective."""
+    updates = [int(CHECKPOINT_PATTERN.match(path.name).group(1)) for path in whole]
+    common = set.intersection(*(set(theirs) for theirs in gather_object([updates])))
+    for update, checkpoint in zip(updates, whole, strict=True):
+        if update in common:
+            if update != updates[0]:
+                report(f"checkpoint-{updates[0]} is not whole on every node: resuming from {checkpoint}")
+            return checkpoint
+    if updates:
+        report("no checkpoint is whole on every node: starting from scratch")
+    return None
 
 
 def require_same_ema(checkpoint: Path, model_ema: bool) -> None:
@@ -292,12 +325,13 @@ def save_weights(accelerator: Accelerator, model, path: Path, checkpoint_dir: Pa
 
 
 def load_weights(accelerator: Accelerator, model, path: Path) -> None:
-    """Load weights ``save_weights`` wrote into the prepared ``model``, sharded or not. Collective."""
+    """Load weights ``save_weights`` wrote into the prepared ``model``, sharded or not. Collective: the main process
+    reads the file (the only one that wrote it: with a folder per node, the other nodes have no copy) and torch
+    sends every other process its weights, or its shards of them."""
     unwrapped = accelerator.unwrap_model(model)
-    if is_sharded(unwrapped):
-        # the main process reads the file and torch scatters each process its shards
+    if is_sharded(unwrapped) or accelerator.num_processes > 1:
         state = load_file(path, device="cpu") if accelerator.is_main_process else {}
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=is_sharded(unwrapped))
         set_model_state_dict(unwrapped, state, options=options)
     else:
         unwrapped.load_state_dict(load_file(path, device="cpu"))

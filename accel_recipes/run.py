@@ -24,6 +24,7 @@ from accel_recipes.checkpoints import (
 )
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
+from accel_recipes.elastic import check_restartable, resume_after_restart
 from accel_recipes.engine import RunResult, create_accelerator, fit
 from accel_recipes.engine.out_of_memory import is_out_of_memory
 from accel_recipes.engine.resolution import check_model_sizes
@@ -32,6 +33,7 @@ from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
+from accel_recipes.nodes import check_output_dir_layout
 from accel_recipes.plan import TrainingPlan
 from accel_recipes.reporting import plot_learning_curves
 from accel_recipes.results import RESULTS_FILE
@@ -84,10 +86,13 @@ def prepare_output_dir(training: TrainingArguments) -> Path:
 def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunResult:
     """Train one recipe end to end; the model folder, card, metrics and plots land in ``output_dir``."""
     training = args.training
+    check_restartable()  # before the process group: a restarted one could not connect
     accelerator = accelerator or create_accelerator(training)
+    resume_after_restart(training, accelerator.print)
     check_output_dir(training)
+    check_output_dir_layout(accelerator, training)
     # a named checkpoint that is not a whole one: an error before anything is written (skips are reported at resume)
-    checkpoint = resolve_checkpoint(training, report=lambda message: None)
+    checkpoint = resolve_checkpoint(training, report=lambda message: None, accelerator=accelerator)
     if checkpoint is not None:
         require_same_ema(checkpoint, training.model_ema)
     output_dir = Path(training.output_dir)

@@ -167,3 +167,25 @@ def test_a_model_sharded_by_fsdp2_exports_and_reloads_whole_weights(tmp_path):
         torch.testing.assert_close(model(saved["images"]), saved["logits"])
     # the best weights loaded back into the sharded model (over zeroed weights) give the same logits again
     torch.testing.assert_close(torch.load(tmp_path / "reloaded_logits.pt"), saved["logits"])
+
+
+def test_latest_on_several_nodes_is_the_newest_checkpoint_whole_on_every_node(tmp_path, monkeypatch):
+    """With a folder per node, a node killed during a save lacks the newest checkpoint the others have: they all
+    resume from the newest they share. The other node's answer to the collective is given here; the choice is real."""
+    from types import SimpleNamespace
+
+    from accel_recipes import checkpoints
+
+    for update in (2, 4, 6):
+        make_checkpoint(tmp_path / "checkpoints", update)
+    training = make_args({"output_dir": str(tmp_path), "resume_from_checkpoint": "latest"}).training
+    other_node = [4, 2]  # killed before its checkpoint-6 was renamed into place
+    monkeypatch.setattr(checkpoints, "gather_object", lambda mine: [mine[0], other_node])
+    two_processes = SimpleNamespace(num_processes=2)
+    messages: list[str] = []
+    assert resolve_checkpoint(training, messages.append, two_processes).name == "checkpoint-4"
+    newest_shared = tmp_path / "checkpoints" / "checkpoint-4"
+    assert messages == [f"checkpoint-6 is not whole on every node: resuming from {newest_shared}"]
+    other_node.clear()
+    assert resolve_checkpoint(training, messages.append, two_processes) is None
+    assert messages[-1] == "no checkpoint is whole on every node: starting from scratch"

@@ -223,6 +223,13 @@ class TrainingArguments:
     save_total_limit: int | None = field(
         default=2, metadata=_help("checkpoints kept (the best is always kept too); None keeps all")
     )
+    save_on_each_node: bool = field(
+        default=False,
+        metadata=_help(
+            "several machines whose output_dir is each one's own disk, not one shared folder: every node keeps the "
+            "checkpoints it resumes from in its own output_dir; results are still written once, by the main process"
+        ),
+    )
     metric_for_best_model: Literal["accuracy", "f1", "loss", "ema_accuracy", "ema_f1", "ema_loss"] = field(
         default="accuracy",
         metadata=_help(

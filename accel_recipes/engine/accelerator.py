@@ -7,7 +7,7 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration
 
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import ConfigError
@@ -28,7 +28,10 @@ def create_accelerator(training: TrainingArguments) -> Accelerator:
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         mixed_precision=training.mixed_precision,
         log_with=_trackers(training),
-        project_dir=training.output_dir,
+        # with save_on_each_node, Accelerate's save_state writes each node's copy from that node's local main
+        project_config=ProjectConfiguration(
+            project_dir=training.output_dir, save_on_each_node=training.save_on_each_node
+        ),
         dataloader_config=DataLoaderConfiguration(non_blocking=training.dataloader_pin_memory),
         step_scheduler_with_optimizer=False,
     )

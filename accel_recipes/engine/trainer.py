@@ -420,9 +420,12 @@ def fit(
     """Train ``spec.model`` on ``loaders``, resuming when ``resume_from_checkpoint`` says so; return the final
     metrics (best model, test split). ``on_checkpoint(path)`` runs on the main process after each checkpoint."""
     trainer = Trainer(training, spec, data, loaders, accelerator, on_checkpoint)
-    checkpoint = resolve_checkpoint(training, accelerator.print)
+    checkpoint = resolve_checkpoint(training, accelerator.print, accelerator)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     elif training.resume_from_checkpoint == "latest":
         accelerator.print(f"no checkpoint in {Path(training.output_dir) / 'checkpoints'} yet: starting from scratch")
+        # a requeued or restarted run that never saved: what the stopped attempt logged is logged again
+        if accelerator.is_main_process and trainer.metrics_log.path.is_file():
+            truncate_metrics(trainer.metrics_log.path, after_step=0)
     return trainer.fit()
