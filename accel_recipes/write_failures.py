@@ -11,6 +11,7 @@ meeting is an exchange of each process's outcome (``gather_object``), so they al
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import traceback
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from accel_recipes.errors import TrainingError, WriteError
 # unexpected pos 576 vs 534", "PytorchStreamWriter failed writing file data/0: file write failed",
 # "basic_ios::clear: iostream error"): such an error is recognised by where it was raised
 TORCH_WRITER = "torch/serialization.py"
+RUST_IO_ERROR = re.compile(r'IoError\(Os \{ code: (?P<code>\d+), kind: \w+, message: "(?P<message>[^"]*)" \}\)')
 
 
 def write_failure_reason(error: BaseException) -> str | None:
@@ -36,6 +38,10 @@ def write_failure_reason(error: BaseException) -> str | None:
         return text
     if isinstance(error, SafetensorError) and "I/O error" in text:
         return text.removeprefix("Error while serializing: ")
+    # older safetensors (the floor, 0.4.3) words the same error in Rust's debug form, IoError(Os { code: 27,
+    # kind: FileTooLarge, message: "File too large" }): said as newer releases say it
+    if isinstance(error, SafetensorError) and (rust := RUST_IO_ERROR.search(text)):
+        return f"I/O error: {rust['message']} (os error {rust['code']})"
     if isinstance(error, RuntimeError) and _raised_in(error, TORCH_WRITER):
         return f"torch's file writer failed ({text}), as it does when the disk is full, over a quota or failing"
     return None
