@@ -3,9 +3,10 @@
 RUNS holds one folder per seed (or repeat), each holding one output_dir per arm, as a loop of ``recipes/train.py
 --seed S --output_dir RUNS/seed-S/ARM`` leaves them. For each arm it prints the median and the min-max of each
 metric over the seeds, the median steady throughput and its ratio to the baseline arm's: a Markdown table. With
-``--target_metric_value`` also each arm's median training time to that validation target (over the seeds that
-reached it), how many seeds ended at or past it, and the arm with the smallest training budget whose median run ends
-there (``bench.common.target``).
+``--target_metric_value`` also each arm's median training time to that validation target (a seed that never reached
+it counts as slower than any that did), that time against the baseline's, the final validation value of the weights
+each run exported, how many seeds ended at or past it, and the arm with the smallest training budget whose median
+run ends there (``bench.common.target``).
 
 The ablation runner (``recipes/ablate.py``) measures against the paper's baseline (the streaming loader,
 pageable memory) and repeats one seed; this compares whatever runs a user made, at the recipe's own settings.
@@ -68,11 +69,14 @@ def _spread_text(values: list[float | None]) -> str:
     return f"{found.median:.4f} ({found.min:.4f}-{found.max:.4f})"
 
 
-def _target_cells(arm: ArmRuns, target: Target) -> tuple[list[str], TargetSummary]:
+def _target_cells(arm: ArmRuns, target: Target, baseline_seconds: float | None) -> tuple[list[str], TargetSummary]:
     summary = summarize_target(list(zip(arm.results, arm.metrics, strict=True)), target)
     runs = summary.runs
-    time = f"{summary.time_to_target_s:.1f}" if summary.time_to_target_s is not None else "not reached"
-    return [f"{time} ({summary.reached}/{runs})", f"{summary.final_reached}/{runs}"], summary
+    seconds = summary.time_to_target_s
+    time = f"{seconds:.1f}" if seconds is not None else "not reached"
+    ratio = f"{seconds / baseline_seconds:.2f}x" if seconds is not None and baseline_seconds else "-"
+    exported = _spread_text([results.get(target.key_for(results)) for results in arm.results])
+    return [f"{time} ({summary.reached}/{runs})", ratio, exported, f"{summary.final_reached}/{runs}"], summary
 
 
 def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str], target: Target | None = None) -> str:
@@ -84,8 +88,19 @@ def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str], target: T
     header = ["arm", "seeds", *(f"{metric}, median (min-max)" for metric in metrics), "steady images/s, median"]
     header.append(f"against `{baseline}`")
     if target is not None:
-        header += [f"s to {target.describe()}, median (seeds reached)", "final validation reached"]
+        header += [
+            f"s to {target.describe()}, median (seeds reached)",
+            f"time against `{baseline}`",
+            f"final validation {target.metric} of the exported weights, median (min-max)",
+            "final validation reached",
+        ]
     summaries: dict[str, TargetSummary] = {}
+    baseline_seconds = None
+    if target is not None:
+        baseline_runs = arms[baseline]
+        baseline_seconds = summarize_target(
+            list(zip(baseline_runs.results, baseline_runs.metrics, strict=True)), target
+        ).time_to_target_s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in sorted(arms.values(), key=lambda arm: arm.name != baseline):
         throughput = median_of(arm.values(THROUGHPUT))
@@ -94,7 +109,7 @@ def table(arms: dict[str, ArmRuns], baseline: str, metrics: list[str], target: T
         cells = [f"`{arm.name}`", seeds, *(_spread_text(arm.values(metric)) for metric in metrics)]
         cells += [f"{throughput:.1f}" if throughput else "-", ratio]
         if target is not None:
-            target_cells, summaries[arm.name] = _target_cells(arm, target)
+            target_cells, summaries[arm.name] = _target_cells(arm, target, baseline_seconds)
             cells += target_cells
         lines.append("| " + " | ".join(cells) + " |")
     if target is not None:

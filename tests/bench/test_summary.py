@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accel_recipes.bench.ablate.summary import COLUMNS
-from accel_recipes.bench.common.target import Target, time_to_target
+from accel_recipes.bench.common.target import Target, summarize_target, time_to_target
 
 from .fakes import fake_rows
 
@@ -20,6 +20,24 @@ def test_time_to_target_is_the_first_validation_reaching_it():
     ]
     assert time_to_target({}, metrics, Target(0.75)) == 4.5
     assert time_to_target({}, metrics, Target(0.93)) is None  # the final evaluation is not a training time
+
+
+def _run(reached_at: float | None, final_accuracy: float) -> tuple[dict, list[dict]]:
+    metrics = [{"eval_accuracy": 0.5, "train_runtime": 1.0}]
+    if reached_at is not None:
+        metrics.append({"eval_accuracy": 0.95, "train_runtime": reached_at})
+    return {"eval_accuracy": final_accuracy, "train_runtime": 10.0}, metrics
+
+
+def test_a_run_that_never_reached_the_target_counts_as_slower_than_any_that_did():
+    target = Target(0.9)
+    one_of_three = summarize_target([_run(2.0, 0.95), _run(None, 0.8), _run(None, 0.8)], target)
+    assert one_of_three.time_to_target_s is None and one_of_three.reached == 1  # not the lucky seed's 2.0 s
+    two_of_three = summarize_target([_run(6.0, 0.95), _run(None, 0.8), _run(2.0, 0.95)], target)
+    assert two_of_three.time_to_target_s == 6.0 and two_of_three.reached == 2
+    two_of_four = summarize_target([_run(2.0, 0.95), _run(4.0, 0.95), _run(None, 0.8), _run(None, 0.8)], target)
+    assert two_of_four.time_to_target_s is None  # the median lies between a time and never
+    assert summarize_target([_run(3.0, 0.95), _run(5.0, 0.95)], target).time_to_target_s == 4.0
 
 
 def test_summary_medians_speedups_and_bound(tmp_path):

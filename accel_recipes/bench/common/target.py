@@ -11,6 +11,7 @@ number: the run records it from that evaluation).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,18 @@ def time_to_target(results: dict[str, Any], metrics: Sequence[dict[str, Any]], t
     return None
 
 
+def censored_median(times: Sequence[float | None]) -> float | None:
+    """The median time over all runs, a run that never reached the target counting as slower than any that did
+    (survival analysis' right-censoring): None when the median run did not reach it. Dropping those runs instead
+    would let an arm that reached the target in 1 of 3 seeds report that one seed's time."""
+    if not times:
+        return None
+    ordered = sorted(math.inf if time is None else float(time) for time in times)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return None if math.isinf(median) else median
+
+
 def final_reaches(results: dict[str, Any], target: Target) -> bool:
     """Whether the run's final validation (of the weights it exported) reaches ``target``."""
     return target.reached_by(results.get(target.key_for(results)))
@@ -67,8 +80,8 @@ def final_reaches(results: dict[str, Any], target: Target) -> bool:
 
 @dataclass(frozen=True)
 class TargetSummary:
-    """One arm over its runs: median time to the target of the runs that reached it, how many did, how many
-    finished at or past it, and the median training budget (train_runtime)."""
+    """One arm over its runs: the median run's time to the target (None when the median run never reached it),
+    how many runs did, how many finished at or past it, and the median training budget (train_runtime)."""
 
     time_to_target_s: float | None
     reached: int
@@ -86,7 +99,7 @@ def summarize_target(runs: Sequence[tuple[dict[str, Any], Sequence[dict[str, Any
     """``runs``: each finished run's (all_results.json, metrics.jsonl records)."""
     times = [time_to_target(results, metrics, target) for results, metrics in runs]
     return TargetSummary(
-        time_to_target_s=median_of(times),
+        time_to_target_s=censored_median(times),
         reached=sum(time is not None for time in times),
         final_reached=sum(final_reaches(results, target) for results, _ in runs),
         runs=len(runs),
