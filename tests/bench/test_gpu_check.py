@@ -20,6 +20,7 @@ from accel_recipes.bench.gpu_check import cli, preflight
 from accel_recipes.bench.gpu_check.data import write_cifar
 from accel_recipes.bench.gpu_check.plan import RECIPES, Data, plan_checks
 from accel_recipes.bench.gpu_check.table import NOT_RUN_YET, STARTED
+from accel_recipes.config.parsing import load_recipe, make_args
 from accel_recipes.data.sources import load_cifar_python
 
 DATA = Data(Path("c10"), Path("c100"), Path("fashion"), Path("vit"))
@@ -39,6 +40,11 @@ def test_the_full_plan_measures_what_the_table_needs():
     methods = [c.runs[0] for c in checks if c.group == "time-to-accuracy methods"]
     assert [(run["model_ema"], run["data_pipeline"]) for run in methods[:1]] == [(True, "resident")]
     assert methods[1]["aa_layer"] == "blur" and methods[1]["mixed_precision"] == "bf16"
+    assert methods[2]["train_img_sizes"] == [16, 24, 32] and methods[2]["train_size_schedule"] == "progressive"
+    assert (methods[3]["image_size"], methods[3]["eval_image_size"]) == (24, 32)
+    resnet = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "cifar10" / "resnet50.yaml")
+    for run in methods:  # every method is a valid recipe as the check launches it
+        make_args({**resnet, **run})
     sharded = [c for c in checks if c.group == "sharded, one process"]
     assert [c.launch_args.split()[1] for c in sharded] == [
         "accelerate_configs/fsdp.yaml",

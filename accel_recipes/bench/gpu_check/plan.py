@@ -21,6 +21,12 @@ ONE_PROCESS = "--num_processes 1 --num_machines 1 --dynamo_backend no"
 # the ablation's arms the check measures (the first also runs in --smoke, on timm's test ResNet, which has no
 # anti-aliased variant); a new one is one name here
 TIME_TO_ACCURACY_METHODS = ("ema", "blurpool")
+# the resolution methods at the CIFAR ResNet-50 recipe's 32 px: a progressive schedule (equal phases at 16, 24 and
+# 32 px, each batch resized on the device) and FixRes (trained at 24 px, evaluated and exported at 32)
+RESOLUTION_METHODS: dict[str, dict[str, Any]] = {
+    "progressive 16-24-32 px": {"train_img_sizes": [16, 24, 32], "train_size_schedule": "progressive"},
+    "FixRes: train 24 px, evaluate 32 px": {"image_size": 24, "eval_image_size": 32},
+}
 
 
 @dataclass
@@ -143,6 +149,9 @@ def plan_checks(data: Data, smoke: bool, updates: int) -> list[Check]:
     # the methods that move time to accuracy, at the data path and precision above: what each costs per image
     for method in TIME_TO_ACCURACY_METHODS:
         fields = {"mixed_precision": fast, "data_pipeline": "resident", **TRAINING_SWITCHES[method]}
+        checks.append(Check("time-to-accuracy methods", resnet, f"{fast}, resident, {method}", [run(resnet, **fields)]))
+    for method, sizes in RESOLUTION_METHODS.items():
+        fields = {"mixed_precision": fast, "data_pipeline": "resident", **sizes}
         checks.append(Check("time-to-accuracy methods", resnet, f"{fast}, resident, {method}", [run(resnet, **fields)]))
 
     for precision in precisions[1:]:
