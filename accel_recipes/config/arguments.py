@@ -221,7 +221,7 @@ class TrainingArguments:
     save_strategy: Literal["epoch", "steps", "no"] = field(default="epoch", metadata=_help("when to checkpoint"))
     save_steps: int | None = field(default=None, metadata=_help("checkpoint every this many updates (steps)"))
     save_total_limit: int | None = field(
-        default=2, metadata=_help("checkpoints kept (the best is always kept too); None keeps all")
+        default=2, metadata=_help("newest checkpoints kept (the best weights stay in best_model/); None keeps all")
     )
     save_on_each_node: bool = field(
         default=False,
