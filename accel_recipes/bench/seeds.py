@@ -75,7 +75,7 @@ def _target_cells(arm: ArmRuns, target: Target, baseline_seconds: float | None) 
     seconds = summary.time_to_target_s
     time = f"{seconds:.1f}" if seconds is not None else "not reached"
     ratio = f"{seconds / baseline_seconds:.2f}x" if seconds is not None and baseline_seconds else "-"
-    exported = _spread_text([results.get(target.key_for(results)) for results in arm.results])
+    exported = _spread_text([results.get(target.final_key) for results in arm.results])
     return [f"{time} ({summary.reached}/{runs})", ratio, exported, f"{summary.final_reached}/{runs}"], summary
 
 

@@ -111,6 +111,10 @@ class TimedRun:
         last: dict[str, Any] = {}
         for record in self.records:
             last.update({name: value for name, value in record.items() if name.startswith("eval_")})
+        if self.uses_ema:  # as in the recipes' results, eval_* scores the weights exported: here timm's EMA
+            for name in ("accuracy", "loss"):
+                if evaluation_key("eval", name, ema=True) in last:
+                    last[evaluation_key("eval", name)] = last[evaluation_key("eval", name, ema=True)]
         reached = self.reached or {}
         return {
             key("epoch"): float(self.epochs),

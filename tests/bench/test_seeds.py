@@ -74,7 +74,8 @@ def test_time_to_target_over_seeds_and_the_smallest_budget_reaching_it(tmp_path,
         write_budget_run(tmp_path, seed, "short", 100.0, {"eval_accuracy": short}, [(50.0, {"eval_accuracy": 0.8})])
         long_evals = [(100.0, {"eval_accuracy": 0.85}), (200.0 + int(seed), {"eval_accuracy": long})]
         write_budget_run(tmp_path, seed, "long", 300.0, {"eval_accuracy": long}, long_evals)
-        ema_finals = {"eval_accuracy": 0.85, "eval_ema_accuracy": ema}
+        # the final evaluation scores the exported weights (the best EMA) as eval_*; eval_ema_* is the last EMA
+        ema_finals = {"eval_accuracy": ema, "eval_ema_accuracy": ema - 0.02}
         ema_evals = [(80.0, {"eval_accuracy": 0.85, "eval_ema_accuracy": ema})]
         write_budget_run(tmp_path, seed, "ema", 200.0, ema_finals, ema_evals, exported_weights="ema")
     own = json.loads((tmp_path / "3" / "ema" / "all_results.json").read_text())

@@ -97,7 +97,9 @@ def test_with_timm_ema_the_ema_evaluation_decides(tmp_path, capsys):
     # epoch 1: live 0.60, EMA 0.85; epoch 2: live 0.95 (not the exported weights), EMA 0.99: stops there
     assert results["time_to_target_updates"] == 10 and results["exported_weights"] == "ema"
     assert results["metric_for_best_model"] == "ema_accuracy"
-    assert results["eval_ema_accuracy"] == 0.99 and results["eval_accuracy"] == 0.95
+    assert results["eval_ema_accuracy"] == 0.99 and results["eval_accuracy"] == 0.99  # eval_*: the exported EMA
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [record.get("eval_accuracy") for record in records] == [0.6, None, 0.95, None]  # live, during training
 
 
 def test_missing_files_are_named(tmp_path, capsys):

@@ -41,9 +41,17 @@ class Target:
             return False
         return value <= self.value if self.metric == "loss" else value >= self.value
 
-    def key_for(self, results: dict[str, Any]) -> str:
-        """The validation key of the weights a run exported: ``eval_ema_accuracy`` or ``eval_accuracy``."""
+    def key_during_training(self, results: dict[str, Any]) -> str:
+        """The key, in ``metrics.jsonl``'s evaluations during training, of the weights a run exports:
+        ``eval_ema_accuracy`` when it exports its EMA, else ``eval_accuracy``."""
         return evaluation_key("eval", self.metric, ema=results.get(key("exported_weights")) == "ema")
+
+    @property
+    def final_key(self) -> str:
+        """The key, in ``all_results.json``, of the exported weights' final validation: ``eval_accuracy`` whichever
+        weights were exported (the best model, or the EMA copied into the model, is what the final evaluation
+        scores; ``eval_ema_*`` there is the EMA as training left it)."""
+        return evaluation_key("eval", self.metric)
 
 
 def time_to_target(results: dict[str, Any], metrics: Sequence[dict[str, Any]], target: Target) -> float | None:
@@ -54,7 +62,7 @@ def time_to_target(results: dict[str, Any], metrics: Sequence[dict[str, Any]], t
         f"ema_{target.metric}",
     ):
         return results.get(key("time_to_target_seconds"))
-    name = target.key_for(results)
+    name = target.key_during_training(results)
     for record in metrics:
         if name in record and not record.get("final") and target.reached_by(record[name]):
             return float(record[key("train_runtime")])
@@ -75,7 +83,7 @@ def censored_median(times: Sequence[float | None]) -> float | None:
 
 def final_reaches(results: dict[str, Any], target: Target) -> bool:
     """Whether the run's final validation (of the weights it exported) reaches ``target``."""
-    return target.reached_by(results.get(target.key_for(results)))
+    return target.reached_by(results.get(target.final_key))
 
 
 @dataclass(frozen=True)
