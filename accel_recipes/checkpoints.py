@@ -59,6 +59,7 @@ class RunState:
     time_to_target_seconds: float | None = None
     time_to_target_updates: int | None = None
     time_to_target_samples: int | None = None
+    time_to_target_value: float | None = None  # the target_metric_value they were measured for
     # early stopping (transformers' EarlyStoppingCallback): the best metric_for_best_model so far, by any margin,
     # and the evaluations in a row that did not beat it by more than early_stopping_threshold
     early_stopping_best: float | None = None

@@ -31,6 +31,7 @@ class EarlyStopping:
             state.time_to_target_seconds = state.train_seconds
             state.time_to_target_updates = state.update
             state.time_to_target_samples = state.train_samples
+            state.time_to_target_value = self.target
         if self.patience is None:
             return
         # transformers' rule: compared with the best before this evaluation, which moves with any improvement
@@ -42,6 +43,16 @@ class EarlyStopping:
             state.evaluations_without_improvement += 1
         if improved:
             state.early_stopping_best = value
+
+    def forget_another_target(self, state: RunState) -> str | None:
+        """On resume: a time to target measured for another ``target_metric_value`` than this run's is not this
+        run's (a run stopped at 0.89, resumed with 0.93, goes on); cleared, and the sentence that says so returned."""
+        recorded = state.time_to_target_value
+        if state.time_to_target_updates is None or recorded is None or recorded == self.target:
+            return None  # a checkpoint written before the value was recorded keeps its time
+        state.time_to_target_seconds = state.time_to_target_updates = state.time_to_target_samples = None
+        state.time_to_target_value = None
+        return f"the checkpoint reached target_metric_value {recorded:g}; this run's is {self.target}: training goes on"
 
     def reason(self, state: RunState) -> str | None:
         """Why training stops now, or None to go on."""

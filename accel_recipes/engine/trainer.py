@@ -256,6 +256,9 @@ class Trainer:
         saved = restore_checkpoint(self.accelerator, checkpoint, self.data.num_classes, self.data.name)
         saved.model_ema = self.training.model_ema  # what later checkpoints of this run hold
         self._continue_schedule(saved)
+        another_target = self.early_stopping.forget_another_target(saved)
+        if another_target:
+            self.accelerator.print(another_target)
         self.state = self.monitor.state = saved
         # a checkpoint of an epoch's last update comes before that epoch's evaluation, which the resumed run repeats
         at_epoch_end = saved.micro_in_epoch >= self.plan.micro_batches_per_epoch

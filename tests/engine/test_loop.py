@@ -619,6 +619,20 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_did(data, tmp_path, cra
     assert metrics_of(output_dir, without_timing=True) == metrics_of(tmp_path / "full", without_timing=True)
 
 
+def test_a_run_resumed_with_another_target_goes_on_to_its_own(data, tmp_path):
+    """A run that stopped at one target, resumed with a target it has not reached, trains on (it does not stop at
+    once on the old target's record) and reports null for a target never reached."""
+    output_dir = tmp_path / "run"
+    fields = {**STOP_FIELDS, "metric_for_best_model": "accuracy", "early_stopping_patience": None}
+    stopped = make_trainer(training_args(output_dir, **fields, target_metric_value=0.0), data).fit()
+    assert stopped.metrics["stopped_early"] is True and stopped.metrics["time_to_target_updates"] == 2
+    resumed = run_fit(
+        training_args(output_dir, **fields, target_metric_value=1.0, resume_from_checkpoint="latest"), data
+    )
+    assert resumed.metrics["train_updates"] == 18 and resumed.metrics["stopped_early"] is False
+    assert resumed.metrics["time_to_target_updates"] is None and resumed.metrics["target_metric_value"] == 1.0
+
+
 def test_all_results_hold_the_contracts_keys_with_their_types(data, tmp_path):
     """Every key the trainer returns for all_results.json is in accel_recipes/results.py with the value's type; with
     model_ema the final evaluation of the EMA weights is there too."""
