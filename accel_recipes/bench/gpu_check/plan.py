@@ -22,10 +22,11 @@ ONE_PROCESS = "--num_processes 1 --num_machines 1 --dynamo_backend no"
 # anti-aliased variant); a new one is one name here
 TIME_TO_ACCURACY_METHODS = ("ema", "blurpool")
 # the resolution methods at the CIFAR ResNet-50 recipe's 32 px: a progressive schedule (equal phases at 16, 24 and
-# 32 px, each batch resized on the device) and FixRes (trained at 24 px, evaluated and exported at 32)
+# 32 px, each batch resized on the device) and FixRes (trained at 24 px, evaluated and exported at 32; crop_flip
+# named, since auto would switch to a random-resized crop once the input is not the images' own size)
 RESOLUTION_METHODS: dict[str, dict[str, Any]] = {
     "progressive 16-24-32 px": {"train_img_sizes": [16, 24, 32], "train_size_schedule": "progressive"},
-    "FixRes: train 24 px, evaluate 32 px": {"image_size": 24, "eval_image_size": 32},
+    "FixRes: train 24 px, evaluate 32 px": {"image_size": 24, "eval_image_size": 32, "augmentation": "crop_flip"},
 }
 
 
