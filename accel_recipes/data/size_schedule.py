@@ -43,6 +43,11 @@ class SizeSchedule:
             raise ConfigError(f"train_size_schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if not self.sizes or self.total_updates < 1:
             raise ConfigError(f"a size schedule needs sizes and updates, got {self.sizes} over {self.total_updates}")
+        if self.schedule == "progressive" and self.total_updates < len(self.sizes):
+            raise ConfigError(
+                f"a progressive schedule of {len(self.sizes)} sizes {list(self.sizes)} needs at least one update per "
+                f"size, and the run has {self.total_updates}; train longer or give fewer train_img_sizes"
+            )
 
     @classmethod
     def of(cls, augment: Augmentation | None, total_updates: int, seed: int) -> SizeSchedule | None:

@@ -75,6 +75,8 @@ def test_progressive_trains_equal_phases_smallest_first_and_ends_at_the_input_si
     assert sizes == [16] * 4 + [24] * 3 + [32] * 3
     assert [list(schedule.phase_updates(phase)) for phase in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert schedule.size_at(10) == 32  # past the plan (a resumed run with more updates): the input size
+    with pytest.raises(ConfigError, match=r"3 sizes \[16, 24, 32\] needs at least one update per size"):
+        SizeSchedule((16, 24, 32), "progressive", total_updates=2)  # it would end at 24
 
 
 def test_constant_draws_each_updates_size_from_the_seed_and_the_update_alone():
