@@ -287,6 +287,7 @@ class Trainer:
             f"the checkpoint's run was {previous} updates long, this one is {total}: the "
             f"{self.training.lr_scheduler_type} schedule is rebuilt for {total} updates and continues from update "
             f"{saved.update} (learning rate {before:.4g} -> {scheduler.get_last_lr()[0]:.4g})"
+            + (", and so are the train_img_sizes phases" if self.resolution else "")
         )
 
     def _bring_best_model(self, checkpoint: Path, best_update: int | None) -> None:
