@@ -4,7 +4,8 @@
 of the source, not the buffer's content), so the order is made here from pieces it does keep exact:
 
 - each process streams its own shards (``StreamSplit.for_process``: by shard when the shard count divides
-  evenly, else every shard by example, as ``datasets.distributed.split_dataset_by_node`` decides);
+  evenly, else every shard by example, as ``datasets.distributed.split_dataset_by_node`` decides), a
+  ``StreamPart``;
 - each epoch the process's shards are read in an order drawn from (seed, epoch, cycle);
 - inside a shard, consecutive windows of ``shuffle_buffer_size`` examples are permuted by a generator seeded
   with (seed, epoch, cycle, shard, where the window starts): the seeded buffer;
@@ -13,7 +14,8 @@ of the source, not the buffer's content), so the order is made here from pieces 
 
 A position is thus found again by opening its window's shard at the window's start (``IterableDataset.skip``
 over that one shard's start) instead of reading the epoch from the beginning; the loader remembers where the
-window of its next batch starts (``StreamPosition``) and a checkpoint carries it (``state_dict``).
+window of its next batch starts (``StreamPosition``) and a checkpoint carries it (``state_dict``), with the
+process count and the fields the position depends on, which a resumed run must have too.
 
 DataLoader workers: worker ``w`` of ``W`` makes batches ``f + w, f + w + W, ...`` from the iteration's first batch
 ``f`` (the DataLoader asks them in turn, so the batches arrive in order); every worker reads the stream's bytes,
@@ -30,10 +32,11 @@ import datasets
 import pyarrow as pa
 import torch
 from accelerate.state import GradientState
+from datasets.distributed import split_dataset_by_node
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from accel_recipes.errors import DataError
+from accel_recipes.errors import ConfigError, DataError
 
 from .loaders import collate_batch, decode_image
 from .resident import DeviceLoader
@@ -57,8 +60,9 @@ class StreamPosition:
 
 @dataclass(frozen=True)
 class HoldOut:
-    """The seeded rule that splits a source without a validation split: example ``offset`` of shard ``key`` is held
-    out when ``_seed(seed, key, offset) % 10_000 < percentage * 100``; training keeps exactly the others."""
+    """The seeded rule that splits a source without a validation split: example ``offset`` of shard ``key`` (its
+    place in the whole shard, whichever process reads it) is held out when
+    ``_seed(seed, key, offset) % 10_000 < percentage * 100``; training keeps exactly the others."""
 
     seed: int
     percentage: float
@@ -67,6 +71,36 @@ class HoldOut:
     def keeps(self, key: int, offset: int) -> bool:
         held = _seed(self.seed, key, offset) % 10_000 < self.percentage * 100
         return held == self.validation
+
+
+@dataclass
+class StreamPart:
+    """What one process streams: ``pieces``, one-shard ``IterableDataset``s as the source has them (never split),
+    and their ``keys`` (shard numbers); of each piece the process reads examples ``rank, rank + count, ...`` (count 1:
+    the whole shard). Offsets into a piece count this process's examples of it."""
+
+    pieces: list[datasets.IterableDataset]
+    keys: list[int]
+    rank: int = 0
+    count: int = 1
+
+    def open(self, index: int, offset: int) -> datasets.IterableDataset:
+        """Piece ``index`` from this process's example ``offset`` of it on. ``datasets`` applies
+        ``split_dataset_by_node``'s every-``count``-th step after the dataset's own ``skip`` (in 3.3 as in 5.x), so
+        a skip on the split piece counts examples of the whole shard: the whole shard is skipped up to this
+        process's example ``offset`` (``offset * count``), then split; a shard whose length is not a multiple of
+        ``count`` just ends early, the same way for the split read whole. A piece is one shard, so
+        ``split_dataset_by_node`` always splits it by example."""
+        piece = self.pieces[index]
+        if self.count == 1:
+            return piece.skip(offset) if offset else piece
+        piece = piece.skip(offset * self.count) if offset else piece
+        return split_dataset_by_node(piece, rank=self.rank, world_size=self.count)
+
+    def shard_index(self, offset: int) -> int:
+        """The place in the whole shard of this process's example ``offset`` of it (what the hold-out rule is
+        evaluated on, so the held-out examples are the same whatever the number of processes)."""
+        return offset * self.count + self.rank
 
 
 def rows(piece: datasets.IterableDataset, window: int = 64) -> Iterator[dict]:
@@ -113,8 +147,7 @@ class Window:
 
 
 def ordered_windows(
-    pieces: list[datasets.IterableDataset],
-    keys: list[int],
+    part: StreamPart,
     seed: int,
     epoch: int,
     window: int,
@@ -127,6 +160,7 @@ def ordered_windows(
     of ``window`` rows, the rows the hold-out rule gives this split kept, permuted by the window's own generator.
 
     ``cycle``: after the last shard, read them all again in the next cycle's order (training); else stop."""
+    pieces, keys = part.pieces, part.keys
     current = start
     while True:
         order = piece_order(len(pieces), seed, epoch, current.cycle, shuffle)
@@ -135,11 +169,10 @@ def ordered_windows(
         for rank in range(current.piece, len(pieces)):
             index = order[rank]
             offset = current.offset if rank == current.piece else 0
-            piece = pieces[index].skip(offset) if offset else pieces[index]
-            for table in tables(piece, window):
+            for table in tables(part.open(index, offset), window):
                 begin = StreamPosition(current.cycle, rank, offset, position)
                 if hold_out is not None:
-                    kept = [hold_out.keeps(keys[index], offset + i) for i in range(table.num_rows)]
+                    kept = [hold_out.keeps(keys[index], part.shard_index(offset + i)) for i in range(table.num_rows)]
                     table = table.filter(pa.array(kept, type=pa.bool_()))
                 offset = begin.offset + window  # a window is `window` rows of the shard, kept or not
                 count = table.num_rows
@@ -162,8 +195,7 @@ def ordered_windows(
 
 
 def ordered_examples(
-    pieces: list[datasets.IterableDataset],
-    keys: list[int],
+    part: StreamPart,
     seed: int,
     epoch: int,
     window: int,
@@ -173,7 +205,7 @@ def ordered_examples(
     cycle: bool = False,
 ) -> Iterator[tuple[int, dict, StreamPosition]]:
     """``(position, example, where the next position's window starts)`` of one process's epoch, from ``start``."""
-    for window_ in ordered_windows(pieces, keys, seed, epoch, window, shuffle, start, hold_out, cycle):
+    for window_ in ordered_windows(part, seed, epoch, window, shuffle, start, hold_out, cycle):
         last = len(window_.order) - 1
         for i in range(len(window_.order)):
             yield window_.position + i, window_.example(i), window_.start if i < last else window_.following
@@ -186,8 +218,7 @@ class StreamBatches(IterableDataset):
 
     def __init__(
         self,
-        pieces: list[datasets.IterableDataset],
-        keys: list[int],
+        part: StreamPart,
         transform: Callable[..., torch.Tensor],
         label_of: Callable[[object], int],
         batch_size: int,
@@ -202,7 +233,7 @@ class StreamBatches(IterableDataset):
         hold_out: HoldOut | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        self.pieces, self.keys, self.transform, self.label_of = pieces, keys, transform, label_of
+        self.part, self.transform, self.label_of = part, transform, label_of
         self.batch_size, self.seed, self.epoch, self.process_index = batch_size, seed, epoch, process_index
         self.window, self.shuffle, self.first_batch, self.batches = window, shuffle, first_batch, batches
         self.start, self.hold_out, self.skip_corrupt = start, hold_out, skip_corrupt
@@ -214,7 +245,7 @@ class StreamBatches(IterableDataset):
         first = self.first_batch * size
         end = None if self.batches is None else self.batches * size
         windows = ordered_windows(
-            self.pieces, self.keys, self.seed, self.epoch, self.window, self.shuffle, self.start, self.hold_out,
+            self.part, self.seed, self.epoch, self.window, self.shuffle, self.start, self.hold_out,
             cycle=self.batches is not None,
         )  # fmt: skip
         samples: list = []
@@ -262,7 +293,9 @@ class StreamLoader(DeviceLoader):
     any process still has batches the others yield all-padding ones (``any_process_has_more`` is the collective
     that tells), so every process makes the same number of gathers and every sample is counted once.
     ``state_dict`` / ``load_state_dict`` carry where the next batch's window starts, so a resumed run opens the
-    stream there (``skip_first_batches``) instead of reading the epoch from its start."""
+    stream there (``skip_first_batches``) instead of reading the epoch from its start. A position holds only for the
+    same process count and ``position_fields`` (the run's fields that decide what a position is, by name), so the
+    state records them and a resumed run with others is refused."""
 
     def __init__(
         self,
@@ -276,11 +309,14 @@ class StreamLoader(DeviceLoader):
         any_process_has_more: Callable[[bool], bool] | None = None,
         gather_positions: Callable[[dict], list[dict]] | None = None,
         process_index: int = 0,
+        num_processes: int = 1,
+        position_fields: dict[str, int] | None = None,
     ) -> None:
         self.make_batches, self.batch_size, self.batches_per_epoch = make_batches, batch_size, batches_per_epoch
         self.device, self.num_workers, self.pin_memory, self.image_size = device, num_workers, pin_memory, image_size
         self.any_process_has_more, self.gather_positions = any_process_has_more, gather_positions
-        self.process_index = process_index
+        self.process_index, self.num_processes = process_index, num_processes
+        self.position_fields = dict(position_fields or {})
         self.next_window: dict = {"epoch": 0, "batch": 0, **asdict(StreamPosition())}
         self.resume_window: dict | None = None
 
@@ -293,11 +329,27 @@ class StreamLoader(DeviceLoader):
     def state_dict(self) -> dict:
         """Every process's next window (a collective: Accelerate's save_state calls it on every process)."""
         gathered = self.gather_positions(self.next_window) if self.gather_positions else [self.next_window]
-        return {"next_window": gathered}
+        return {"next_window": gathered, "num_processes": self.num_processes, **self.position_fields}
 
     def load_state_dict(self, state: dict) -> None:
+        """This process's saved window, once the checkpoint is known to come from as many processes and the same
+        ``position_fields`` (a checkpoint older than these records only its windows, one a process)."""
         windows = state["next_window"]
-        self.resume_window = windows[self.process_index] if self.process_index < len(windows) else None
+        saved = state.get("num_processes", len(windows))
+        over = "or start the run over without --resume_from_checkpoint"
+        if saved != self.num_processes:
+            raise ConfigError(
+                f"the checkpoint's stream position was saved by {saved} processes but this run has "
+                f"{self.num_processes}, whose shares of the stream differ; resume with {saved} processes "
+                f"(accelerate launch --num_processes {saved}), {over}"
+            )
+        for field, value in self.position_fields.items():
+            if field in state and state[field] != value:
+                raise ConfigError(
+                    f"the checkpoint's stream position was saved with {field} {state[field]} but this run has "
+                    f"{value}; resume with --{field} {state[field]}, {over}"
+                )
+        self.resume_window = windows[self.process_index]
 
     def _start(self, epoch: int, first_batch: int) -> StreamPosition:
         """Where to open the stream to reach batch ``first_batch`` of ``epoch``: the window the checkpoint saved when

@@ -17,7 +17,6 @@ from typing import Any
 
 import datasets
 import torch
-from datasets.distributed import split_dataset_by_node
 
 from accel_recipes.errors import ConfigError, DataError
 
@@ -26,7 +25,7 @@ from .bundle import DataBundle, image_statistics
 from .columns import find_image_column, find_label_column, label_names, require_two_classes
 from .sources import IMAGE_EXTENSIONS, _has_images, _load_hub, _looks_like_path, _parquet_splits, load_source
 from .splits import pick_splits
-from .stream_loader import HoldOut, StreamBatches, StreamLoader, rows
+from .stream_loader import HoldOut, StreamBatches, StreamLoader, StreamPart, rows
 from .transforms import ImageTransform
 
 logger = logging.getLogger(__name__)
@@ -79,16 +78,17 @@ class StreamSplit:
     def __len__(self) -> int:
         return self.num_examples or 0
 
-    def for_process(self, index: int, count: int) -> tuple[list[datasets.IterableDataset], list[int]]:
-        """Process ``index`` of ``count``'s shards and their keys (shard numbers), as ``split_dataset_by_node``
-        assigns them: whole shards when their count divides evenly, else every shard split by example."""
+    def for_process(self, index: int, count: int) -> StreamPart:
+        """Process ``index`` of ``count``'s part, as ``split_dataset_by_node`` assigns it: whole shards when their
+        count divides evenly, else every ``count``-th example of every shard (``StreamPart.open`` splits a shard when
+        it opens it, at the right place of the whole shard)."""
         keys = list(range(len(self.pieces)))
         if count == 1:
-            return self.pieces, keys
+            return StreamPart(self.pieces, keys)
         if len(self.pieces) % count == 0:
             mine = keys[index::count]
-            return [self.pieces[key] for key in mine], mine
-        return [split_dataset_by_node(piece, rank=index, world_size=count) for piece in self.pieces], keys
+            return StreamPart([self.pieces[key] for key in mine], mine)
+        return StreamPart(self.pieces, keys, rank=index, count=count)
 
 
 # ---- opening the source ------------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def stream_loader(factory: Any, split: StreamSplit, train: bool) -> StreamLoader
     accelerator, training, data_args = factory.accelerator, factory.training, factory.data_args
     count, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training.per_device_train_batch_size if train else training.per_device_eval_batch_size
-    pieces, keys = split.for_process(rank, count)
+    part = split.for_process(rank, count)
     transform = ImageTransform(train, factory.augment)  # the run's one augmentation value
     batches = None
     if train:
@@ -343,8 +343,7 @@ def stream_loader(factory: Any, split: StreamSplit, train: bool) -> StreamLoader
             )
     make_batches = functools.partial(
         StreamBatches,
-        pieces,
-        keys,
+        part,
         transform,
         split.label_index,
         batch_size,
@@ -377,6 +376,13 @@ def stream_loader(factory: Any, split: StreamSplit, train: bool) -> StreamLoader
         any_process_has_more=any_process_has_more if count > 1 else None,
         gather_positions=gather_positions if count > 1 else None,
         process_index=rank,
+        num_processes=count,
+        # what a saved position means depends on these: the batches' size, the windows' size, the seeded order
+        position_fields={
+            "per_device_train_batch_size" if train else "per_device_eval_batch_size": batch_size,
+            "shuffle_buffer_size": data_args.shuffle_buffer_size,
+            "seed": training.seed,
+        },
     )
     if train:
         accelerator.register_for_checkpointing(loader)

@@ -63,10 +63,9 @@ def lookup(shards) -> dict[bytes, int]:
     return {row["image"]["bytes"]: row["id"] for row in table}
 
 
-def epoch_ids(split, lookup, epoch, start=START, seed=0, window=8, hold_out=None, pieces=None, keys=None):
-    pieces = split.pieces if pieces is None else pieces
-    keys = list(range(len(pieces))) if keys is None else keys
-    examples = ordered_examples(pieces, keys, seed, epoch, window, True, start, hold_out)
+def epoch_ids(split, lookup, epoch, start=START, seed=0, window=8, hold_out=None, part=None):
+    part = split.for_process(0, 1) if part is None else part
+    examples = ordered_examples(part, seed, epoch, window, True, start, hold_out)
     return [(position, image_id(example, lookup), following) for position, example, following in examples]
 
 
@@ -104,8 +103,8 @@ def test_processes_read_disjoint_parts_that_cover_the_split(train_split, lookup,
     """4 shards: by shard on 2 and 4 processes, by example on 3 and 5 (more processes than shards included)."""
     seen = []
     for rank in range(processes):
-        pieces, keys = train_split.for_process(rank, processes)
-        seen.append([i for _, i, _ in epoch_ids(train_split, lookup, 0, pieces=pieces, keys=keys)])
+        part = train_split.for_process(rank, processes)
+        seen.append([i for _, i, _ in epoch_ids(train_split, lookup, 0, part=part)])
     flat = [i for ids in seen for i in ids]
     assert sorted(flat) == sorted(i for _, i, _ in epoch_ids(train_split, lookup, 0))
     assert all(seen), "every process gets examples"
@@ -114,7 +113,7 @@ def test_processes_read_disjoint_parts_that_cover_the_split(train_split, lookup,
 def batches(split: StreamSplit, workers: int, first_batch: int = 0, start=START) -> list:
     transform = make_transform(True, "crop_flip", 8, 8, crop_padding=2)
     dataset = StreamBatches(
-        split.pieces, list(range(len(split.pieces))), transform, split.label_index, 8, seed=0, epoch=1,
+        split.for_process(0, 1), transform, split.label_index, 8, seed=0, epoch=1,
         process_index=0, window=8, shuffle=True, first_batch=first_batch, batches=12, start=start,
     )  # fmt: skip
     return list(DataLoader(dataset, batch_size=None, num_workers=workers))
@@ -134,8 +133,8 @@ def test_workers_give_the_batches_of_one_process_and_resume_repeats_them(train_s
 
 def test_a_training_epoch_longer_than_the_shards_reads_them_again_in_a_new_order(train_split, lookup):
     transform = make_transform(False, "none", 8, 8)
-    dataset = StreamBatches(train_split.pieces, [0, 1, 2, 3], transform, train_split.label_index, 50, 0, 0, 0, 8,
-                            True, batches=3)  # fmt: skip
+    dataset = StreamBatches(train_split.for_process(0, 1), transform, train_split.label_index, 50, 0, 0, 0, 8, True,
+                            batches=3)  # fmt: skip
     labels = [labels for _, labels, _ in DataLoader(dataset, batch_size=None)]
     assert [len(batch) for batch in labels] == [50, 50, 50]  # 150 > 78 examples: a second cycle
 
@@ -264,8 +263,8 @@ def test_evaluation_on_several_processes_counts_every_sample_once_and_no_process
 
     def evaluate(rank: int) -> None:
         validation = opened[rank].validation
-        pieces, keys = validation.for_process(rank, processes)
-        make = functools.partial(StreamBatches, pieces, keys, transform, validation.label_index, 4, 0,
+        part = validation.for_process(rank, processes)
+        make = functools.partial(StreamBatches, part, transform, validation.label_index, 4, 0,
                                  process_index=rank, window=4, shuffle=False)  # fmt: skip
         loader = StreamLoader(make, 4, None, torch.device("cpu"), workers, False, 8,
                               any_process_has_more=collective.for_rank(rank), process_index=rank)  # fmt: skip
@@ -304,7 +303,7 @@ def test_arrow_shards_and_a_save_to_disk_folder_stream_too(tmp_path):
     disk = build_stream_data(DataArguments(dataset_name=str(tmp_path / "disk"), streaming=True), seed=0)
     assert "(streamed)" in disk.source and len(disk.train) + len(disk.validation) == 24
     kept = [
-        len(list(ordered_examples(split.pieces, list(range(len(split.pieces))), 0, 0, 8, False, START, split.hold_out)))
+        len(list(ordered_examples(split.for_process(0, 1), 0, 0, 8, False, START, split.hold_out)))
         for split in (disk.train, disk.validation)
     ]
     assert sum(kept) == 24 and all(kept)  # the hold-out rule gives every row to exactly one side
