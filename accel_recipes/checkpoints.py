@@ -5,7 +5,11 @@ temporary folder and renamed into place, with the run's counters (``training_sta
 folder holding them is complete. ``training_state.json`` also lists every file the save wrote and its size, so a
 checkpoint damaged later (a truncated copy, a full disk on a synced file system) is recognised before it is used:
 ``resume_from_checkpoint latest`` skips it for the next whole one. Rotation keeps the newest ``save_total_limit``
-checkpoints and never deletes the newest one.
+checkpoints and never deletes the one just saved.
+
+Before its first save a run leaves in ``checkpoints/`` only what it may build on: a fresh start with
+``overwrite_output_dir`` removes the earlier run's checkpoints, a start from a named checkpoint-N moves those numbered
+above N aside (an earlier run went further; they are not this run's).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +96,47 @@ def list_checkpoints(directory: Path) -> list[Path]:
     found = [
         path for path in directory.iterdir() if CHECKPOINT_PATTERN.match(path.name) and (path / STATE_FILE).is_file()
     ]
-    return sorted(found, key=lambda path: int(CHECKPOINT_PATTERN.match(path.name).group(1)))
+    return sorted(found, key=update_of)
+
+
+def update_of(checkpoint: Path) -> int:
+    return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
 
 
 def newest_checkpoint(directory: Path) -> Path | None:
-    checkpoints = list_checkpoints(directory)
-    return checkpoints[-1] if checkpoints else None
+    """The newest whole checkpoint, the one ``resume_from_checkpoint latest`` takes on one machine (a damaged newer
+    one is passed over silently: this names the way on after a failure, it does not resume)."""
+    return next(_whole(reversed(list_checkpoints(directory)), lambda message: None), None)
+
+
+def remove_earlier_run(directory: Path, report: Callable[[str], None]) -> None:
+    """A fresh start with ``overwrite_output_dir``: the earlier run's checkpoints go (whole, damaged or half
+    written), before this run's first save, so that neither ``latest`` nor an elastic restart resumes them and
+    rotation never weighs them against this run's own."""
+    if not directory.is_dir():
+        return
+    earlier = [path.name for path in list_checkpoints(directory)]
+    shutil.rmtree(directory)
+    named = f" ({', '.join(earlier)})" if earlier else ""
+    report(f"overwrite_output_dir: removed the earlier run's checkpoints{named} from {directory}")
+
+
+def set_aside_later_checkpoints(directory: Path, start: int, report: Callable[[str], None]) -> None:
+    """A run started from checkpoint-``start``: the checkpoints numbered above it in ``directory`` were not written
+    by this run (an earlier run went further). They are moved into ``superseded-<time>/`` before the first save,
+    kept but out of reach of ``latest``, an elastic restart and rotation, and this run saves its own in their
+    place."""
+    later = [path for path in list_checkpoints(directory) if update_of(path) > start]
+    if not later:
+        return
+    aside = directory / f"superseded-{time.strftime('%Y%m%dT%H%M%S')}"
+    aside.mkdir()
+    for path in later:
+        path.rename(aside / path.name)
+    report(
+        f"starting from checkpoint-{start}: the later checkpoints {', '.join(path.name for path in later)} are not "
+        f"this run's; moved to {aside} (not resumed, not rotated)"
+    )
 
 
 def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, limit: int | None) -> Path:
@@ -105,7 +145,7 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, 
     checkpoint, after the temporary folder is removed. Collective: every process calls it."""
     final = directory / f"checkpoint-{state.update}"
     temporary = temporary_dir_for(final)
-    previous = newest_checkpoint(directory)  # whole, and left whole whatever happens to this save
+    previous = newest_checkpoint(directory)  # left whole whatever happens to this save
     what = f"the checkpoint '{final}'"
     writer = writes_checkpoints(accelerator)  # the main process, or each node's with save_on_each_node
     with written_together(accelerator, what, previous, partial=temporary):
@@ -122,15 +162,21 @@ def save_checkpoint(accelerator: Accelerator, directory: Path, state: RunState, 
     # every node has its new checkpoint before any node deletes an older one (written_together is collective): a
     # node killed in between still shares a whole checkpoint with the others (latest takes the newest they all have)
     if writer:
-        rotate_checkpoints(directory, limit)
+        rotate_checkpoints(directory, limit, saved=final)
     accelerator.wait_for_everyone()
     return final
 
 
-def rotate_checkpoints(directory: Path, limit: int | None) -> None:
+def rotate_checkpoints(directory: Path, limit: int | None, saved: Path | None = None) -> None:
+    """Keep the newest ``limit`` checkpoints (at least one). With ``saved``, the checkpoint just written: those
+    numbered above it count as older than any other (no run saves backwards, so an earlier run that went further
+    left them, or ``latest`` skipped them as damaged), and ``saved`` itself is always kept."""
     if limit is None:
         return
     checkpoints = list_checkpoints(directory)
+    if saved is not None:
+        ahead = [path for path in checkpoints if update_of(path) > update_of(saved)]
+        checkpoints = ahead + [path for path in checkpoints if update_of(path) <= update_of(saved)]
     for stale in checkpoints[: max(0, len(checkpoints) - max(1, limit))]:
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -212,7 +258,7 @@ def _whole(checkpoints: Iterable[Path], report: Callable[[str], None]) -> Iterat
 
 def _newest_whole_everywhere(accelerator: Accelerator, whole: list[Path], report: Callable[[str], None]) -> Path | None:
     """The first of ``whole`` (newest first) whose update every process also has whole. Collective."""
-    updates = [int(CHECKPOINT_PATTERN.match(path.name).group(1)) for path in whole]
+    updates = [update_of(path) for path in whole]
     common = set.intersection(*(set(theirs) for theirs in gather_object([updates])))
     for update, checkpoint in zip(updates, whole, strict=True):
         if update in common:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from accel_recipes.checkpoints import list_checkpoints
+from accel_recipes.checkpoints import STATE_FILE, RunState, checkpoint_damage, list_checkpoints, update_of
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import ConfigError
 
@@ -47,15 +47,22 @@ def check_restartable() -> None:
 def resume_after_restart(training: TrainingArguments, report: Callable[[str], None]) -> None:
     """In a group the agent restarted: carry on from the newest whole checkpoint in output_dir
     (``resume_from_checkpoint latest``) rather than from what the command line says, which the first start
-    already did. A checkpoint named on the command line stays the start while output_dir holds none of its own."""
+    already did. A checkpoint-N named on the command line stays the start until output_dir holds a whole checkpoint
+    numbered above N: only this run saves those (before its first save the run moved aside any an earlier run left
+    there, ``run.clear_others_checkpoints``)."""
     count = restart_count()
     if count == 0:
         return
     given = training.resume_from_checkpoint
-    if given not in (None, "latest") and not list_checkpoints(Path(training.output_dir) / "checkpoints"):
-        report(f"restarted by the elastic agent ({RESTART_COUNT}={count}): no checkpoint in output_dir yet, "
-               f"resuming from {given} again")  # fmt: skip
-        return
+    directory = Path(training.output_dir) / "checkpoints"
+    if given not in (None, "latest"):
+        # a named folder that is no whole checkpoint is left to resolve_checkpoint's error
+        start = RunState.from_file(Path(given) / STATE_FILE).update if checkpoint_damage(Path(given)) is None else None
+        own = [path for path in list_checkpoints(directory) if start is not None and update_of(path) > start]
+        if not any(checkpoint_damage(path) is None for path in own):
+            report(f"restarted by the elastic agent ({RESTART_COUNT}={count}): no checkpoint of this run in "
+                   f"output_dir yet, resuming from {given} again")  # fmt: skip
+            return
     training.resume_from_checkpoint = "latest"
     report(f"restarted by the elastic agent ({RESTART_COUNT}={count}): resuming from the newest whole checkpoint "
-           f"in {Path(training.output_dir) / 'checkpoints'} (resume_from_checkpoint latest)")  # fmt: skip
+           f"in {directory} (resume_from_checkpoint latest)")  # fmt: skip

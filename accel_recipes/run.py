@@ -7,6 +7,7 @@ folder -> card -> push (optional)
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +16,16 @@ from accelerate.utils import set_seed
 
 from accel_recipes.card import write_model_card
 from accel_recipes.checkpoints import (
+    STATE_FILE,
+    RunState,
     full_state_dict,
     newest_checkpoint,
+    remove_earlier_run,
     require_reachable_end,
     require_same_classes,
     require_same_ema,
     resolve_checkpoint,
+    set_aside_later_checkpoints,
 )
 from accel_recipes.config import RecipeArguments, TrainingArguments, dump_config, parse_args
 from accel_recipes.data import ModelInput, build_data, build_loaders
@@ -33,7 +38,7 @@ from accel_recipes.hub import checkpoint_pusher, default_repo_id, push_run
 from accel_recipes.io import write_json_atomic
 from accel_recipes.models import build_model
 from accel_recipes.models.folder import save_model_folder
-from accel_recipes.nodes import check_output_dir_layout
+from accel_recipes.nodes import check_output_dir_layout, writes_checkpoints
 from accel_recipes.plan import TrainingPlan
 from accel_recipes.reporting import plot_learning_curves
 from accel_recipes.results import RESULTS_FILE
@@ -83,6 +88,19 @@ def prepare_output_dir(training: TrainingArguments) -> Path:
     return output_dir
 
 
+def clear_others_checkpoints(
+    training: TrainingArguments, checkpoint: Path | None, report: Callable[[str], None]
+) -> None:
+    """Before the first save: output_dir's checkpoints are the ones this run may build on, so that ``latest``, an
+    elastic restart and rotation only ever weigh those against its own. A fresh start with overwrite_output_dir
+    removes the earlier run's; a start from a named checkpoint-N moves aside those numbered above N."""
+    directory = Path(training.output_dir) / "checkpoints"
+    if checkpoint is not None and training.resume_from_checkpoint != "latest":
+        set_aside_later_checkpoints(directory, RunState.from_file(checkpoint / STATE_FILE).update, report)
+    elif training.overwrite_output_dir and training.resume_from_checkpoint is None:
+        remove_earlier_run(directory, report)
+
+
 def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunResult:
     """Train one recipe end to end; the model folder, card, metrics and plots land in ``output_dir``."""
     training = args.training
@@ -117,7 +135,7 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
                         require_same_classes(checkpoint, data.num_classes, data.name)
                         plan = TrainingPlan.build(training, len(loaders.train), accelerator.num_processes)
                         require_reachable_end(checkpoint, training, plan.total_updates)
-                    _start_writing(args, accelerator)
+                    _start_writing(args, accelerator, checkpoint)
                     started = True
                 result = fit(training, spec, data, loaders, accelerator, on_checkpoint)
                 break
@@ -147,12 +165,14 @@ def train(args: RecipeArguments, accelerator: Accelerator | None = None) -> RunR
     return result
 
 
-def _start_writing(args: RecipeArguments, accelerator: Accelerator) -> None:
+def _start_writing(args: RecipeArguments, accelerator: Accelerator, checkpoint: Path | None) -> None:
     """The first change to output_dir, once data, model and loaders are built: a run that fails before this
     leaves an existing run there exactly as it was."""
     training = args.training
     if accelerator.is_main_process:
         dump_config(args, prepare_output_dir(training) / "config.yaml")
+    if writes_checkpoints(accelerator):  # with save_on_each_node, each node's folder by its own writer
+        clear_others_checkpoints(training, checkpoint, accelerator.print)
     accelerator.wait_for_everyone()
     if training.report_targets():
         name = training.run_name or Path(training.output_dir).name

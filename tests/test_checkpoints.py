@@ -189,3 +189,76 @@ def test_latest_on_several_nodes_is_the_newest_checkpoint_whole_on_every_node(tm
     other_node.clear()
     assert resolve_checkpoint(training, messages.append, two_processes) is None
     assert messages[-1] == "no checkpoint is whole on every node: starting from scratch"
+
+
+def test_rotation_keeps_the_checkpoint_just_saved_over_later_numbered_ones_of_an_earlier_run(tmp_path):
+    """A run resumed from checkpoint-500 of a run that went on to 1000: its own checkpoint-600 is the newest, and
+    the earlier run's later one counts as older than any of its own. Rotation is the real save's."""
+    import torch
+    from accelerate import Accelerator
+
+    from accel_recipes.checkpoints import save_checkpoint
+
+    directory = tmp_path / "checkpoints"
+    for update in (500, 1000):
+        make_checkpoint(directory, update)
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    saved = save_checkpoint(accelerator, directory, RunState(update=600, num_classes=3), limit=1)
+    assert [path.name for path in list_checkpoints(directory)] == [saved.name] == ["checkpoint-600"]
+
+    for update in (500, 1000):
+        make_checkpoint(directory, update)
+    rotate_checkpoints(directory, limit=2, saved=saved)  # the earlier run's 1000 goes before this run's 500
+    assert [path.name for path in list_checkpoints(directory)] == ["checkpoint-500", "checkpoint-600"]
+
+
+def test_the_newest_checkpoint_named_after_a_failure_is_the_newest_whole_one(tmp_path):
+    from accel_recipes.checkpoints import newest_checkpoint
+
+    whole = make_checkpoint(tmp_path, 3)
+    damaged = make_checkpoint(tmp_path, 6)
+    (damaged / STATE_FILE).write_text(json.dumps({"update": 6, "files": {"model.safetensors": 40}}))
+    assert newest_checkpoint(tmp_path) == whole
+
+
+def test_a_fresh_start_over_an_earlier_run_removes_its_checkpoints_and_says_so(tmp_path):
+    from accel_recipes.run import clear_others_checkpoints
+
+    directory = tmp_path / "checkpoints"
+    make_checkpoint(directory, 5000)
+    (directory / ".checkpoint-6000.tmp").mkdir()
+    training = make_args({"output_dir": str(tmp_path), "overwrite_output_dir": True}).training
+    messages: list[str] = []
+    clear_others_checkpoints(training, None, messages.append)
+    assert not directory.exists()
+    removed = f"overwrite_output_dir: removed the earlier run's checkpoints (checkpoint-5000) from {directory}"
+    assert messages == [removed]
+    # resuming (or an elastic restart, which resumes from latest) keeps them
+    make_checkpoint(directory, 5000)
+    training.resume_from_checkpoint = "latest"
+    clear_others_checkpoints(training, directory / "checkpoint-5000", messages.append)
+    assert [path.name for path in list_checkpoints(directory)] == ["checkpoint-5000"] and len(messages) == 1
+
+
+def test_a_start_from_a_named_checkpoint_moves_the_later_ones_aside(tmp_path):
+    """--resume_from_checkpoint out/checkpoints/checkpoint-500 while the earlier run's checkpoint-1000 is there:
+    before the first save it goes to checkpoints/superseded-<time>/, so nothing resumes or rotates it."""
+    from accel_recipes.run import clear_others_checkpoints
+
+    directory = tmp_path / "checkpoints"
+    for update in (300, 500, 1000):
+        make_checkpoint(directory, update)
+    start = directory / "checkpoint-500"
+    training = make_args({"output_dir": str(tmp_path), "resume_from_checkpoint": str(start)}).training
+    messages: list[str] = []
+    clear_others_checkpoints(training, start, messages.append)
+    assert [path.name for path in list_checkpoints(directory)] == ["checkpoint-300", "checkpoint-500"]
+    (aside,) = directory.glob("superseded-*")
+    assert [path.name for path in aside.iterdir()] == ["checkpoint-1000"]
+    assert messages == [
+        f"starting from checkpoint-500: the later checkpoints checkpoint-1000 are not this run's; moved to {aside} "
+        "(not resumed, not rotated)"
+    ]
+    training.resume_from_checkpoint = "latest"
+    assert resolve_checkpoint(training) == start

@@ -167,7 +167,13 @@ class TrainingArguments:
     """The optimisation, its speed switches, evaluation, checkpoints and logging (transformers' meanings)."""
 
     output_dir: str = field(default="runs/cifar10-resnet50", metadata=_help("where everything of the run goes"))
-    overwrite_output_dir: bool = field(default=False, metadata=_help("allow writing into a non-empty output_dir"))
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata=_help(
+            "replace the run in a non-empty output_dir: a fresh start removes its metrics.jsonl and checkpoints "
+            "before the first save"
+        ),
+    )
     seed: int = field(default=42, metadata=_help("seed for weights, data order and augmentation"))
     num_train_epochs: float = field(default=30.0, metadata=_help("epochs to train (ignored when max_steps > 0)"))
     max_steps: int = field(default=-1, metadata=_help("optimizer updates to train; -1: from num_train_epochs"))

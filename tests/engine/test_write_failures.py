@@ -6,6 +6,7 @@ written is left; with room again, the run resumes from that checkpoint and ends 
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,3 +115,70 @@ def test_an_error_that_is_not_a_refused_write_is_raised_as_it_was_and_the_partia
 
     assert str(raised_by(ValueError, write_with_a_bug)) == "a bug, not the disk"
     assert not partial.exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "make room"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "make room"),
+        (PermissionError(errno.EACCES, "Permission denied"), "let this user write there"),
+        (PermissionError(errno.EPERM, "Operation not permitted"), "let this user write there"),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), "fix what the error says"),
+    ],
+    ids=["ENOSPC", "EDQUOT", "EACCES", "EPERM", "ENOENT"],
+)
+def test_the_advice_after_a_refused_write_follows_the_error_number(tmp_path, error, advice):
+    """Every refused write stops the run cleanly; only a full disk, a quota or a file-size limit is told to make
+    room."""
+    accelerator = fresh_accelerator(training_args(tmp_path))
+    last = tmp_path / "checkpoints" / "checkpoint-1"
+
+    def refused() -> None:
+        with written_together(accelerator, "the checkpoint", last):
+            raise error
+
+    message = str(raised_by(WriteError, refused))
+    assert message.startswith(f"could not write the checkpoint: {error}")
+    assert f"the last whole checkpoint is '{last}': {advice}, then carry on from it with" in message
+    assert advice == "make room" or "make room" not in message
+
+
+def test_with_save_on_each_node_each_node_removes_its_own_partial_folder(tmp_path, monkeypatch):
+    """save_on_each_node: the second node's local main created its own temporary folder, and removes it when a
+    write failed (here on the first node; its answer to the collective is given, the clean-up is real)."""
+    from types import SimpleNamespace
+
+    from accel_recipes import write_failures
+
+    partial = tmp_path / "node-1" / "checkpoints" / ".checkpoint-2.tmp"
+    partial.mkdir(parents=True)
+    monkeypatch.setattr(write_failures, "gather_object", lambda mine: [("refused", "No space", "make room"), mine[0]])
+    second_node = SimpleNamespace(
+        num_processes=2,
+        is_main_process=False,
+        is_local_main_process=True,
+        project_configuration=SimpleNamespace(save_on_each_node=True),
+    )
+
+    def write() -> None:
+        with written_together(second_node, "the checkpoint", None, partial=partial):
+            pass
+
+    assert f"(its partial copy '{partial}' was removed)" in str(raised_by(WriteError, write))
+    assert not partial.exists()
+
+
+def test_a_refused_best_model_names_the_newest_whole_checkpoint(tmp_path):
+    """A damaged newer checkpoint (one that latest would skip) is not named as the way on."""
+    from test_checkpoints import make_checkpoint
+
+    accelerator = fresh_accelerator(training_args(tmp_path))
+    checkpoints = tmp_path / "checkpoints"
+    whole = make_checkpoint(checkpoints, 1)
+    damaged = make_checkpoint(checkpoints, 2)
+    (damaged / "training_state.json").write_text('{"update": 2, "files": {"model.safetensors": 40}}')
+    path = tmp_path / "best_model" / "model.safetensors"
+    with file_size_limit(SAFETENSORS_LIMIT):
+        error = raised_by(WriteError, lambda: save_weights(accelerator, tiny_model(), path, checkpoints))
+    assert f"the last whole checkpoint is '{whole}': make room" in str(error)
