@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from torch.distributed.tensor import DTensor
 
-from accel_recipes.checkpoints import RunState, list_checkpoints
+from accel_recipes.checkpoints import RunState, newest_checkpoint
 from accel_recipes.config import TrainingArguments
 from accel_recipes.errors import TrainingError
 from accel_recipes.plan import TrainingPlan
@@ -144,5 +144,5 @@ class UpdateMonitor:
             )
 
     def _last_good(self) -> str:
-        latest = list_checkpoints(self.checkpoint_dir)
-        return f"the last good checkpoint is {latest[-1]}" if latest else "no checkpoint was saved yet"
+        latest = newest_checkpoint(self.checkpoint_dir)  # whole: the one `latest` resumes
+        return f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved yet"
