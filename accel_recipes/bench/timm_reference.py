@@ -77,8 +77,10 @@ class TimedRun:
             start = time.perf_counter()
             metrics = train_one_epoch(epoch, model, loader, *args, **kwargs)
             self.train_seconds += time.perf_counter() - start
+            # timm's train loader drops the last partial batch; its prefetcher wraps the torch DataLoader
+            batch_size = getattr(loader, "batch_size", None) or loader.loader.batch_size
             self.updates += len(loader)
-            self.samples += len(loader) * loader.batch_size  # timm's train loader drops the last partial batch
+            self.samples += len(loader) * batch_size
             self.epochs = epoch + 1
             return metrics
 

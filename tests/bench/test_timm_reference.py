@@ -20,8 +20,11 @@ from accel_recipes.errors import ConfigError
 TRAIN_PY = """
 import json, sys, time
 
-class Loader:
+class DataLoader:
     batch_size = 4
+
+class Loader:  # timm's PrefetchLoader: the torch DataLoader's batch_size is on its .loader
+    loader = DataLoader()
     def __len__(self):
         return 5
 
