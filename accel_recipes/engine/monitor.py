@@ -94,11 +94,14 @@ class UpdateMonitor:
         """Call once ``state.update`` counts the update whose mean loss is ``window_loss`` (a device scalar)."""
         training, state = self.training, self.state
         self.nonfinite_streak = torch.where(torch.isfinite(window_loss), 0, self.nonfinite_streak + 1)
+        end = state.update >= self.plan.total_updates
         events = UpdateEvents(
             log=state.update % training.logging_steps == 0,
-            evaluate=training.eval_strategy == "steps" and state.update % training.eval_steps == 0,
+            # and the last update, as transformers' Trainer does: the end of training is evaluated (for the best
+            # model and the target) also when eval_steps does not divide the run's length
+            evaluate=training.eval_strategy == "steps" and (state.update % training.eval_steps == 0 or end),
             save=training.save_strategy == "steps" and state.update % training.save_steps == 0,
-            end=state.update >= self.plan.total_updates,
+            end=end,
         )
         at_warmup_end = state.update == training.throughput_warmup_steps
         if state.update >= self._next_streak_check:

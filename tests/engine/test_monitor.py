@@ -43,6 +43,13 @@ def test_events_follow_the_strategies(tmp_path):
     assert all(e.paused == (e.log or e.evaluate or e.save or e.end or i + 1 == 5) for i, e in enumerate(events))
 
 
+def test_the_last_update_is_evaluated_also_when_eval_steps_does_not_divide_the_run(tmp_path):
+    """As transformers' Trainer: the end of training is evaluated (for the best model and the target)."""
+    monitor = monitor_for(tmp_path, logging_steps=100, eval_strategy="steps", eval_steps=5)
+    events = run_updates(monitor, [1.0] * 12)
+    assert [i + 1 for i, e in enumerate(events) if e.evaluate] == [5, 10, 12]
+
+
 def test_throughput_warm_up_is_marked_once(tmp_path):
     monitor = monitor_for(tmp_path, throughput_warmup_steps=2, logging_steps=100)
     monitor.state.train_samples = 64
